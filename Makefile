@@ -1,0 +1,38 @@
+# Two commands from a fresh clone: `make serve` and `make test`. Everything else bootstraps itself.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
+.PHONY: install install-dev serve test export bench clean
+
+# Runtime only (what the service and the Docker image need): no torch.
+$(VENV)/.runtime: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e .
+	touch $@
+
+# Runtime + training/export (torch==2.13.0 CPU) + test tools.
+$(VENV)/.dev: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[train,dev]"
+	touch $(VENV)/.runtime $@
+
+install: $(VENV)/.runtime
+install-dev: $(VENV)/.dev
+
+serve: install
+	$(BIN)/span serve --host $(HOST) --port $(PORT)
+
+test: install-dev
+	$(BIN)/python -m pytest
+
+export: install-dev
+	$(BIN)/span export
+
+bench: install-dev
+	$(BIN)/span bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,1 @@
+"""Torch side: the SPAN network, forgery synthesis, training and ONNX export."""
