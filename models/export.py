@@ -1,0 +1,200 @@
+"""Export SPAN to ONNX, prove ORT parity, and write weights/ with its manifest.
+
+Exporter: torch's TorchScript-based exporter (``dynamo=False``). It traces this network
+into a clean graph with dynamic batch/height/width (sizes are read with Shape ops, never
+baked in) and needs no extra package; the dynamo path would add onnxscript to the
+``train`` extra for no gain here. The ONNX contract is in docs/architecture.md.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import subprocess
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.span import Span, SpanConfig
+from service.manifest import sha256_file  # one digest routine for writer and reader (no torch there)
+
+__all__ = [
+    "OPSET",
+    "UNTRAINED_STATUS",
+    "export_onnx",
+    "onnx_parity",
+    "write_manifest",
+    "export_weights",
+    "ParityError",
+]
+
+OPSET = 17
+MODEL_NAME = "span"
+MODEL_VERSION = "0.1.0"
+UNTRAINED_STATUS = "UNTRAINED: random initialisation, not a detector"
+PARITY_TOLERANCE = 1e-4
+# (batch, height, width) checked against torch before anything is written.
+PARITY_SHAPES: tuple[tuple[int, int, int], ...] = ((1, 17, 9), (2, 64, 48), (1, 333, 517))
+
+INPUT_CONTRACT = {"name": "image", "dtype": "float32", "layout": "NCHW", "colour": "RGB", "range": [0, 255]}
+OUTPUT_CONTRACT = {"name": "heatmap", "dtype": "float32", "layout": "N1HW", "range": [0, 1]}
+
+
+class ParityError(RuntimeError):
+    """ONNX Runtime disagrees with torch beyond the tolerance."""
+
+
+def export_onnx(model: Span, path: str | Path, *, opset: int = OPSET) -> Path:
+    """Write ``model`` as ONNX with dynamic batch, height and width; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    example = torch.rand(1, 3, 64, 48) * 255.0
+    axes = {0: "batch", 2: "height", 3: "width"}
+    with torch.no_grad():
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=opset,
+            input_names=["image"],
+            output_names=["heatmap"],
+            dynamic_axes={"image": axes, "heatmap": axes},
+            do_constant_folding=True,
+        )
+    return path
+
+
+def onnx_parity(
+    model: Span,
+    onnx_path: str | Path,
+    shapes: Iterable[tuple[int, int, int]] = PARITY_SHAPES,
+    *,
+    tolerance: float = PARITY_TOLERANCE,
+    seed: int = 0,
+) -> float:
+    """Run torch and ONNX Runtime (CPU) on random images of each (batch, h, w).
+
+    Returns the largest absolute difference seen; raises ParityError above ``tolerance``.
+    """
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    generator = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    model = model.eval()
+    for batch, height, width in shapes:
+        image = torch.rand(batch, 3, height, width, generator=generator) * 255.0
+        with torch.no_grad():
+            expected = model(image).numpy()
+        (got,) = session.run(["heatmap"], {"image": image.numpy()})
+        if got.shape != expected.shape:
+            raise ParityError(f"shape {got.shape} from ONNX Runtime, {expected.shape} from torch")
+        diff = float(np.abs(got - expected).max())
+        worst = max(worst, diff)
+        if diff > tolerance:
+            raise ParityError(f"max |ORT - torch| = {diff:.3g} > {tolerance:g} at batch {batch}, {height}x{width}")
+    return worst
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+            cwd=Path(__file__).resolve().parent,
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def write_manifest(
+    weights_dir: str | Path,
+    config: SpanConfig,
+    *,
+    files: Sequence[str],
+    trained: bool,
+    status: str,
+    command: str,
+    parity_max_abs_diff: float | None = None,
+    scores: dict[str, Any] | None = None,
+) -> Path:
+    """Write weights_dir/manifest.json (format: docs/architecture.md) with each file's sha256."""
+    weights_dir = Path(weights_dir)
+    manifest = {
+        "name": MODEL_NAME,
+        "version": MODEL_VERSION,
+        "trained": trained,
+        "status": status,
+        "architecture": config.to_dict(),
+        "input": INPUT_CONTRACT,
+        "output": OUTPUT_CONTRACT,
+        "onnx": {"file": "span.onnx", "opset": OPSET, "parity_max_abs_diff": parity_max_abs_diff},
+        "files": {
+            name: {"sha256": sha256_file(weights_dir / name), "bytes": (weights_dir / name).stat().st_size}
+            for name in files
+        },
+        "produced_by": {
+            "command": command,
+            "git_commit": _git_commit(),
+            "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "torch": torch.__version__.split("+")[0],
+        },
+        "scores": scores or {},
+    }
+    path = weights_dir / "manifest.json"
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return path
+
+
+def export_weights(
+    out_dir: str | Path,
+    *,
+    checkpoint: str | Path | None = None,
+    preset: str = "pooled",
+    seed: int = 0,
+    command: str = "span export",
+    parity_shapes: Iterable[tuple[int, int, int]] = PARITY_SHAPES,
+) -> Path:
+    """Write span.pt, span.onnx and manifest.json into ``out_dir``; returns the manifest path.
+
+    From a training checkpoint (``Span.checkpoint()`` dict; its 'trained' flag, 'status'
+    and 'scores' are carried over) or, without one, an UNTRAINED initialisation of
+    ``preset`` seeded with ``seed``. Nothing is written unless ORT parity holds.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if checkpoint is not None:
+        data = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        model = Span.from_checkpoint(data)
+        trained = bool(data.get("trained", True))
+        status = data.get("status") or ("trained" if trained else UNTRAINED_STATUS)
+        scores = data.get("scores", {})
+    else:
+        torch.manual_seed(seed)
+        model = Span(SpanConfig.preset(preset))
+        trained, status, scores = False, UNTRAINED_STATUS, {}
+    model.eval()
+
+    tmp_onnx = out_dir / "span.onnx.tmp"
+    export_onnx(model, tmp_onnx)
+    worst = onnx_parity(model, tmp_onnx, parity_shapes)
+    tmp_onnx.replace(out_dir / "span.onnx")
+    torch.save(model.checkpoint(trained=trained, status=status, scores=scores), out_dir / "span.pt")
+    return write_manifest(
+        out_dir,
+        model.config,
+        files=["span.onnx", "span.pt"],
+        trained=trained,
+        status=status,
+        command=command,
+        parity_max_abs_diff=worst,
+        scores=scores,
+    )

@@ -1,0 +1,192 @@
+"""The SPAN network, readable top to bottom: config, feature extractor, whole model.
+
+RGB 0..255 float NCHW in, probability of manipulation N x 1 x H x W out (same H, W).
+
+    image --Featex--> 256-ch unit-norm features (full res, or pooled per SpanConfig)
+          --TF1 bilinear--> working grid (224 x 224)
+          --OutlierTransform--> 32 ch
+          --5 x (PixelAttention + AttentionFeedForward), dilations 1, 3, 9, 27, 81-->
+          --head: 5x5 convs 32->32->16->8->4->1, ReLU between--> logits on the grid
+          --sigmoid, TF1 bilinear back to H x W--> heatmap
+
+Padding: Featex convs pad symmetrically as the reference (TF 'SYMMETRIC', see
+``layers.symmetric_pad``); attention feed-forward and head convs zero-pad ('same').
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.layers import (
+    AttentionFeedForward,
+    ForensicConv,
+    OutlierTransform,
+    PixelAttention,
+    SymmetricConv2d,
+    tf1_bilinear_resize,
+)
+
+__all__ = ["SpanConfig", "Featex", "Span", "PRESETS"]
+
+REFERENCE_BLOCKS: tuple[tuple[int, ...], ...] = ((32,), (64, 64), (128, 128, 128), (256, 256, 256), (256, 256))
+
+
+@dataclass(frozen=True)
+class SpanConfig:
+    """Everything that shapes the network. Defaults are the reference (ECCV 2020) layout."""
+
+    name: str = "reference"
+    # Featex first layer: plain 5x5 + 9 fixed SRM + Bayar 5x5 channels (4 + 9 + 3 = 16).
+    forensic_plain: int = 4
+    forensic_bayar: int = 3
+    # VGG-style 3x3 conv blocks after the first layer, and a 2x2 max-pool after block i
+    # where featex_pool[i] is true (the reference pools nowhere: full resolution).
+    featex_blocks: tuple[tuple[int, ...], ...] = REFERENCE_BLOCKS
+    featex_pool: tuple[bool, ...] = (False, False, False, False, False)
+    featex_dim: int = 256  # the "transform" conv, L2-normalised over channels
+    grid: tuple[int, int] = (224, 224)  # working grid (height, width) of the attention part
+    attention_dim: int = 32
+    dilations: tuple[int, ...] = (1, 3, 9, 27, 81)
+    head_widths: tuple[int, ...] = (32, 16, 8, 4)  # 32 -> 32 -> 16 -> 8 -> 4 -> 1
+
+    def __post_init__(self) -> None:
+        if len(self.featex_pool) != len(self.featex_blocks):
+            raise ValueError("featex_pool needs one flag per Featex block")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SpanConfig:
+        """Inverse of to_dict (JSON turns tuples into lists; this turns them back)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown SpanConfig fields: {sorted(unknown)}")
+
+        def tuples(v: Any) -> Any:
+            return tuple(tuples(i) for i in v) if isinstance(v, list | tuple) else v
+
+        return cls(**{k: tuples(v) for k, v in data.items()})
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> SpanConfig:
+        """Named layouts: 'reference', 'pooled', 'slim' (see PRESETS and docs/featex-variants.md)."""
+        try:
+            base = PRESETS[name]
+        except KeyError:
+            raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}") from None
+        return dataclasses.replace(base, **overrides)
+
+    @property
+    def stride(self) -> int:
+        """Input pixels per Featex output pixel along each axis."""
+        return 2 ** sum(self.featex_pool)
+
+
+PRESETS: dict[str, SpanConfig] = {
+    # The paper's layout: full resolution everywhere, ~3.7 M multiply-adds per pixel.
+    "reference": SpanConfig(),
+    # 2x2 max-pool after blocks 1 and 2: the deep blocks run at 1/16 of the pixels.
+    "pooled": SpanConfig(name="pooled", featex_pool=(True, True, False, False, False)),
+    # One more pool, after block 3: the 256-wide blocks run at 1/64 of the pixels.
+    "slim": SpanConfig(name="slim", featex_pool=(True, True, True, False, False)),
+}
+
+
+class Featex(nn.Module):
+    """ManTra-Net's VGG-16-style feature extractor (create_featex_vgg16_base, 16-ch first layer).
+
+    Takes RGB 0..255 and scales it to -1..1 itself, so it can be trained on its own
+    (stage 1) with the same input as the whole network.
+    """
+
+    def __init__(self, config: SpanConfig):
+        super().__init__()
+        self.config = config
+        first = ForensicConv(plain=config.forensic_plain, bayar=config.forensic_bayar)
+        self.forensic = first
+        layers: list[nn.Module] = []
+        width = first.out_channels
+        for block, pool in zip(config.featex_blocks, config.featex_pool):
+            for out in block:
+                layers += [SymmetricConv2d(width, out, 3), nn.ReLU(inplace=True)]
+                width = out
+            if pool:
+                # ceil_mode: an odd edge keeps its last row/column, and a 1-pixel map stays 1 pixel.
+                layers.append(nn.MaxPool2d(2, ceil_mode=True))
+        self.blocks = nn.Sequential(*layers)
+        self.transform = SymmetricConv2d(width, config.featex_dim, 3)
+        self.out_channels = config.featex_dim
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = image / 255.0 * 2.0 - 1.0
+        x = self.blocks(self.forensic(x))
+        return F.normalize(self.transform(x), dim=1, eps=1e-12)
+
+
+class Span(nn.Module):
+    """The whole SPAN network. ``forward(image)`` -> probability map N x 1 x H x W."""
+
+    def __init__(self, config: SpanConfig | None = None):
+        super().__init__()
+        config = config or SpanConfig()
+        self.config = config
+        self.featex = Featex(config)
+        d = config.attention_dim
+        self.outlier = OutlierTransform(config.featex_dim, d)
+        self.attention = nn.ModuleList(PixelAttention(d, dilation) for dilation in config.dilations)
+        self.feed_forward = nn.ModuleList(AttentionFeedForward(d) for _ in config.dilations)
+        head: list[nn.Module] = []
+        width = d
+        for out in config.head_widths:
+            head += [nn.Conv2d(width, out, 5, padding=2), nn.ReLU(inplace=True)]
+            width = out
+        head.append(nn.Conv2d(width, 1, 5, padding=2))
+        self.head = nn.Sequential(*head)
+
+    def grid_logits(self, image: torch.Tensor) -> torch.Tensor:
+        """Pre-sigmoid logits on the working grid, N x 1 x grid_h x grid_w (for losses)."""
+        x = tf1_bilinear_resize(self.featex(image), self.config.grid)
+        x = self.outlier(x)
+        for attention, feed_forward in zip(self.attention, self.feed_forward):
+            x = feed_forward(attention(x))
+        return self.head(x)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        shape = torch._shape_as_tensor(image)
+        heatmap = torch.sigmoid(self.grid_logits(image))
+        return tf1_bilinear_resize(heatmap, (shape[2], shape[3]))
+
+    # -- training helpers ---------------------------------------------------------------
+
+    def freeze_featex(self, frozen: bool = True) -> None:
+        """Stage 2 trains with Featex frozen: no gradients, and no optimiser should see it."""
+        for p in self.featex.parameters():
+            p.requires_grad_(not frozen)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def checkpoint(self, **extra: Any) -> dict[str, Any]:
+        """A dict for torch.save: {'config': ..., 'state_dict': ..., **extra}."""
+        return {"config": self.config.to_dict(), "state_dict": self.state_dict(), **extra}
+
+    @classmethod
+    def from_checkpoint(cls, source: str | Path | dict[str, Any]) -> Span:
+        """Rebuild from ``checkpoint()``'s dict or a file holding it (extra keys ignored)."""
+        data = source if isinstance(source, dict) else torch.load(source, map_location="cpu", weights_only=True)
+        model = cls(SpanConfig.from_dict(data["config"]))
+        model.load_state_dict(data["state_dict"])
+        return model
