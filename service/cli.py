@@ -34,5 +34,29 @@ def export(
     typer.echo(f"wrote {manifest}")
 
 
+@app.command()
+def evaluate(
+    manifest: Path = typer.Argument(..., help="Benchmark manifest CSV (id,image,mask,dataset,kind,width,height,"
+                                    "tampered_fraction,license; paths relative to its folder)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Write the JSON report here."),
+    threshold: float = typer.Option(None, min=0.0, max=1.0, help="Decision threshold [default: SPAN_THRESHOLD, 0.5]."),
+    limit: int = typer.Option(None, min=1, help="Evaluate only the first N rows."),
+    grid: Path = typer.Option(None, help="Write a PNG grid (photo | truth | span | ELA) of the first rows here."),
+    grid_rows: int = typer.Option(8, min=1, help="Rows in the grid."),
+    strict: bool = typer.Option(False, help="Stop at a bad row instead of skipping and listing it."),
+    progress: bool = typer.Option(True, help="Progress bar on stderr."),
+) -> None:
+    """Evaluate the shipped model beside a constant map and ELA on a benchmark manifest (docs/evaluation.md)."""
+    from service.evaluate import EvaluationError, format_summary, run
+
+    try:
+        report = run(manifest, out=out, threshold=threshold, limit=limit, grid_path=grid, grid_rows=grid_rows,
+                     strict=strict, progress=progress)
+    except EvaluationError as error:
+        typer.echo(f"span evaluate: {error}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(format_summary(report, out=out, grid=grid))
+
+
 if __name__ == "__main__":
     app()
