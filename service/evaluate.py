@@ -47,11 +47,15 @@ ELA_BOX_RADIUS = 2  # 5x5 mean: light smoothing turns per-pixel JPEG noise into 
 CONSTANT_LEVEL = 0.5
 
 
-class ManifestError(ValueError):
+class EvaluationError(Exception):
+    """Anything that stops an evaluation, with a message meant for the person who ran it."""
+
+
+class BenchmarkManifestError(EvaluationError, ValueError):
     """The manifest as a whole is unusable (fatal): not found, not CSV, missing columns, no rows, duplicate ids."""
 
 
-class RowError(ValueError):
+class RowError(EvaluationError, ValueError):
     """One row is unusable (missing file, undecodable image, mask of another size): skipped and reported."""
 
 
@@ -224,7 +228,7 @@ def ela_map(rgb: np.ndarray, quality: int = ELA_QUALITY, radius: int = ELA_BOX_R
 # --------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
-class ManifestRow:
+class BenchmarkRow:
     line: int  # line number in the CSV file, for messages
     id: str
     image: Path
@@ -234,37 +238,37 @@ class ManifestRow:
     fields: Mapping[str, str]
 
 
-def read_manifest(path: str | Path) -> list[ManifestRow]:
-    """Read and check a manifest. Whole-file problems raise ManifestError; missing files are found per row later."""
+def read_benchmark_manifest(path: str | Path) -> list[BenchmarkRow]:
+    """Read and check a manifest. Whole-file problems raise BenchmarkManifestError; missing files are found per row later."""
     path = Path(path)
     if not path.is_file():
-        raise ManifestError(f"manifest not found: {path}")
+        raise BenchmarkManifestError(f"manifest not found: {path}")
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             columns = [name.strip() for name in (reader.fieldnames or [])]
             missing = [name for name in REQUIRED_COLUMNS if name not in columns]
             if missing:
-                raise ManifestError(
+                raise BenchmarkManifestError(
                     f"{path}: missing column(s) {', '.join(missing)}; a manifest needs {', '.join(REQUIRED_COLUMNS)}"
                     f" (found: {', '.join(columns) or 'no header'})"
                 )
             records = [({(k or "").strip(): (v or "").strip() for k, v in record.items()}, reader.line_num) for record in reader]
     except (UnicodeDecodeError, csv.Error) as error:
-        raise ManifestError(f"{path}: not a readable CSV file ({error})") from error
+        raise BenchmarkManifestError(f"{path}: not a readable CSV file ({error})") from error
     if not records:
-        raise ManifestError(f"{path}: no rows")
+        raise BenchmarkManifestError(f"{path}: no rows")
     folder = path.parent
-    rows: list[ManifestRow] = []
+    rows: list[BenchmarkRow] = []
     seen: dict[str, int] = {}
     for record, line in records:
         row_id, image = record["id"], record["image"]
         if not row_id or not image:
-            raise ManifestError(f"{path}, line {line}: empty 'id' or 'image'")
+            raise BenchmarkManifestError(f"{path}, line {line}: empty 'id' or 'image'")
         if row_id in seen:
-            raise ManifestError(f"{path}, line {line}: duplicate id {row_id!r} (first on line {seen[row_id]})")
+            raise BenchmarkManifestError(f"{path}, line {line}: duplicate id {row_id!r} (first on line {seen[row_id]})")
         seen[row_id] = line
-        rows.append(ManifestRow(
+        rows.append(BenchmarkRow(
             line=line, id=row_id, image=folder / image,
             mask=folder / record["mask"] if record["mask"] else None,
             dataset=record["dataset"] or "unknown", kind=record["kind"], fields=record,
@@ -306,7 +310,7 @@ def mask_problem(truth: np.ndarray | None) -> str | None:
 
 @dataclass
 class ImageResult:
-    row: ManifestRow
+    row: BenchmarkRow
     label: bool  # manipulated at image level
     pixel_excluded: str | None
     scores: dict[str, float] = field(default_factory=dict)
@@ -373,7 +377,8 @@ class Grid:
     def add(self, label: str, rgb: np.ndarray, truth: np.ndarray | None, heatmaps: Mapping[str, Heatmap]) -> None:
         truth_tile = np.zeros(rgb.shape[:2], np.uint8) if truth is None else truth.astype(np.uint8) * 255
         images = [Image.fromarray(rgb), Image.fromarray(truth_tile)]
-        images += [Image.fromarray(_colour(heatmaps[name])) for name in self.columns[2:]]
+        blank = np.zeros(rgb.shape[:2], np.float32)
+        images += [Image.fromarray(_colour(heatmaps.get(name, blank))) for name in self.columns[2:]]
         thumbs = []
         for image in images:
             image.thumbnail(self.cell, Image.Resampling.BILINEAR)
@@ -406,7 +411,7 @@ def _colour(heatmap: Heatmap) -> np.ndarray:
 
 
 def evaluate_rows(
-    rows: Sequence[ManifestRow],
+    rows: Sequence[BenchmarkRow],
     *,
     load_image: Callable[[Path], np.ndarray],
     methods: Mapping[str, Predict],
@@ -418,9 +423,8 @@ def evaluate_rows(
 ) -> tuple[list[ImageResult], list[dict[str, Any]], list[dict[str, Any]]]:
     """Run every method over every row. Returns (results, skipped rows, warnings).
 
-    A bad row (missing file, undecodable image, mask of another size) is skipped and
-    listed, or raised when `strict`. `load_image` raises RowError (or the decoder's own
-    error, which is caught the same way) for a bad image.
+    A bad row (missing file, undecodable image, mask of another size, a method failing
+    on it) is skipped and listed with its reason, or raised as RowError when `strict`.
     """
     from tqdm import tqdm
 
@@ -434,7 +438,20 @@ def evaluate_rows(
             rgb = load_image(row.image)
             height, width = rgb.shape[:2]
             truth = read_mask(row.mask, (width, height)) if row.mask is not None else None
-        except Exception as error:  # noqa: BLE001 - any failure to read one row skips that row, with its reason
+            problem = mask_problem(truth)
+            result = ImageResult(row=row, label=truth is not None and bool(truth.any()), pixel_excluded=problem)
+            heatmaps = {}
+            for name, predict in methods.items():
+                started = time.perf_counter()
+                heatmap = np.asarray(predict(rgb), dtype=np.float32)
+                result.seconds[name] = time.perf_counter() - started
+                if heatmap.shape != (height, width):
+                    raise RowError(f"{name} returned a {heatmap.shape} map for a {(height, width)} image")
+                heatmaps[name] = heatmap
+                result.scores[name] = float(image_score(heatmap))
+                if problem is None:
+                    result.pixel[name] = pixel_metrics(heatmap, truth, threshold)
+        except Exception as error:  # noqa: BLE001 - a failure on one row skips that row, with its reason
             if strict:
                 raise RowError(f"row {row.id!r} (line {row.line}): {error}") from error
             skipped.append({"id": row.id, "line": row.line, "reason": str(error) or type(error).__name__})
@@ -443,24 +460,11 @@ def evaluate_rows(
         if expected != (str(width), str(height)):
             warnings.append({"id": row.id, "line": row.line,
                              "warning": f"manifest says {expected[0]}x{expected[1]}, image decodes to {width}x{height}"})
-        problem = mask_problem(truth)
         if problem is not None and truth is not None:
             warnings.append({"id": row.id, "line": row.line, "warning": problem})
-        result = ImageResult(row=row, label=truth is not None and bool(truth.any()), pixel_excluded=problem)
-        heatmaps = {}
-        for name, predict in methods.items():
-            started = time.perf_counter()
-            heatmap = np.asarray(predict(rgb), dtype=np.float32)
-            result.seconds[name] = time.perf_counter() - started
-            if heatmap.shape != (height, width):
-                raise ValueError(f"{name}: heatmap shape {heatmap.shape} differs from the image's {(height, width)}")
-            heatmaps[name] = heatmap
-            result.scores[name] = float(image_score(heatmap))
-            if problem is None:
-                result.pixel[name] = pixel_metrics(heatmap, truth, threshold)
         if grid is not None and grid.wants_more():
-            grid.add(f"{row.id}  [{row.kind}]  span score {result.scores.get('span', float('nan')):.3f}", rgb, truth,
-                     heatmaps)
+            label = f"{row.id}  [{row.kind}]" + (f"  span score {result.scores['span']:.3f}" if "span" in result.scores else "")
+            grid.add(label, rgb, truth, heatmaps)
         results.append(result)
     return results, skipped, warnings
 
@@ -528,3 +532,92 @@ def format_table(report: Mapping[str, Any]) -> str:
                 cells.append(f"{'-' if value is None else value if isinstance(value, int) else f'{value:.3f}':>9}")
             lines.append(f"{method:<9}{dataset[:9]:<10}" + "".join(cells))
     return "\n".join(lines)
+
+
+def format_summary(report: Mapping[str, Any], *, out: Path | None = None, grid: Path | None = None) -> str:
+    """What the terminal shows after a run: the model, the table, what was left out, where the files went."""
+    model = report["model"]
+    lines = [f"model {model.get('name')} {model.get('version')} sha256 {str(model.get('sha256'))[:12]} "
+             f"on {model.get('provider')}" + ("" if model.get("trained") else f"  ** {model.get('status')} **"),
+             f"manifest {report['manifest']}: {report['n_rows']} rows, threshold {report['settings']['threshold']}, "
+             f"{report['seconds']['total']:.1f} s", "", format_table(report)]
+    if report["skipped"]:
+        lines += ["", f"skipped {len(report['skipped'])} row(s):"]
+        lines += [f"  line {entry['line']} {entry['id']}: {entry['reason']}" for entry in report["skipped"]]
+    if report["warnings"]:
+        lines += ["", f"{len(report['warnings'])} warning(s):"]
+        lines += [f"  line {entry['line']} {entry['id']}: {entry['warning']}" for entry in report["warnings"]]
+    lines += [""] + [f"{what}: {path}" for what, path in (("report", out), ("grid", grid)) if path is not None]
+    return "\n".join(lines).rstrip()
+
+
+# --------------------------------------------------------------------------------------
+# `span evaluate`: the shipped model through the service's own engine, decoder and score
+# --------------------------------------------------------------------------------------
+
+def run(
+    manifest: str | Path,
+    *,
+    out: Path | None = None,
+    threshold: float | None = None,
+    limit: int | None = None,
+    grid_path: Path | None = None,
+    grid_rows: int = 8,
+    strict: bool = False,
+    progress: bool = True,
+    settings: Any = None,
+) -> dict[str, Any]:
+    """Evaluate the model in `settings.model_dir` and the baselines on a benchmark manifest; return the report."""
+    from service.analysis import image_score
+    from service.decode import InputError, decode_image
+    from service.engine import Engine, EngineError
+    from service.manifest import ManifestError as ModelManifestError
+    from service.settings import get_settings
+
+    settings = settings or get_settings()
+    threshold = settings.threshold if threshold is None else threshold
+    manifest = Path(manifest)
+    rows = read_benchmark_manifest(manifest)
+    selected = rows[:limit] if limit else rows
+
+    def load_image(path: Path) -> np.ndarray:
+        try:
+            return decode_image(path.read_bytes(), max_pixels=settings.max_pixels, min_side=settings.min_side).rgb
+        except InputError as error:
+            raise RowError(f"{error.message}: {path}") from error
+
+    started = time.perf_counter()
+    try:
+        engine = Engine.from_settings(settings)
+    except (ModelManifestError, EngineError) as error:
+        raise EvaluationError(f"cannot load the model from {settings.model_dir}: {error}") from error
+    grid = Grid(rows=grid_rows) if grid_path is not None else None
+    results, skipped, warnings = evaluate_rows(
+        selected, load_image=load_image, image_score=image_score, threshold=threshold,
+        methods={"span": engine.predict, "constant": constant_map, "ela": ela_map},
+        grid=grid, strict=strict, progress=progress,
+    )
+    if not results:
+        raise RowError(f"no row of {manifest} could be evaluated ({len(skipped)} skipped); first reason: "
+                       f"{skipped[0]['reason'] if skipped else 'none'}")
+    report = build_report(
+        results, manifest=manifest, model=_model_description(engine, settings), skipped=skipped,
+        warnings=warnings, threshold=threshold, n_rows=len(selected), seconds=time.perf_counter() - started,
+        settings={
+            "threshold": threshold, "limit": limit, "strict": strict, "manifest_rows": len(rows),
+            "ela": {"jpeg_quality": ELA_QUALITY, "box_radius": ELA_BOX_RADIUS, "normalisation": "per-image maximum"},
+            "constant": {"level": CONSTANT_LEVEL},
+            "engine": json.loads(settings.model_dump_json()),
+        },
+    )
+    engine.close()
+    if out is not None:
+        write_report(report, out)
+    if grid is not None:
+        grid.save(grid_path)
+    return report
+
+
+def _model_description(engine: Any, settings: Any) -> dict[str, Any]:
+    """The model as the service describes it (manifest, sha256, trained flag), plus where it ran."""
+    return {**engine.manifest.describe(), "model_dir": str(settings.model_dir), "provider": engine.provider}

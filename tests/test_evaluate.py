@@ -18,7 +18,7 @@ from service.evaluate import (
     INVERSE_KEYS,
     PIXEL_KEYS,
     Confusion,
-    ManifestError,
+    BenchmarkManifestError,
     RowError,
     build_report,
     constant_map,
@@ -28,7 +28,7 @@ from service.evaluate import (
     image_metrics,
     mask_problem,
     pixel_metrics,
-    read_manifest,
+    read_benchmark_manifest,
     roc_auc,
     write_report,
 )
@@ -213,15 +213,15 @@ def _row(row_id, image, mask="", dataset="synth", kind="splice", size=(0, 0)):
 
 
 def test_manifest_errors_are_clear(tmp_path):
-    with pytest.raises(ManifestError, match="not found"):
-        read_manifest(tmp_path / "absent.csv")
+    with pytest.raises(BenchmarkManifestError, match="not found"):
+        read_benchmark_manifest(tmp_path / "absent.csv")
     bad = _write_manifest(tmp_path / "cols.csv", [_row("a", "a.png")], header=["id", "image", "dataset"])
-    with pytest.raises(ManifestError, match=r"missing column\(s\) mask, kind, width"):
-        read_manifest(bad)
-    with pytest.raises(ManifestError, match="no rows"):
-        read_manifest(_write_manifest(tmp_path / "empty.csv", []))
-    with pytest.raises(ManifestError, match="duplicate id 'a'"):
-        read_manifest(_write_manifest(tmp_path / "dup.csv", [_row("a", "a.png"), _row("a", "b.png")]))
+    with pytest.raises(BenchmarkManifestError, match=r"missing column\(s\) mask, kind, width"):
+        read_benchmark_manifest(bad)
+    with pytest.raises(BenchmarkManifestError, match="no rows"):
+        read_benchmark_manifest(_write_manifest(tmp_path / "empty.csv", []))
+    with pytest.raises(BenchmarkManifestError, match="duplicate id 'a'"):
+        read_benchmark_manifest(_write_manifest(tmp_path / "dup.csv", [_row("a", "a.png"), _row("a", "b.png")]))
 
 
 def _synthetic_manifest(folder: Path) -> Path:
@@ -249,7 +249,7 @@ def _load(path: Path) -> np.ndarray:
 
 def test_bad_rows_are_skipped_with_their_reason_or_fatal_when_strict(tmp_path):
     manifest = _synthetic_manifest(tmp_path / "set")
-    rows = read_manifest(manifest)
+    rows = read_benchmark_manifest(manifest)
     (tmp_path / "set" / "images" / "splice1.png").unlink()  # missing image
     Image.new("L", (10, 10)).save(tmp_path / "set" / "masks" / "splice2.png")  # mask of another size
     methods = {"span": ela_map, "constant": constant_map}
@@ -268,7 +268,7 @@ def test_report_has_every_key_and_no_nan_even_when_undefined(tmp_path):
     manifest = _synthetic_manifest(tmp_path / "set")
     Image.new("L", Image.open(tmp_path / "set" / "masks" / "splice2.png").size, 255).save(
         tmp_path / "set" / "masks" / "splice2.png")  # all-white mask: no pixel metrics for that row
-    rows = read_manifest(manifest)
+    rows = read_benchmark_manifest(manifest)
     methods = {"span": ela_map, "constant": constant_map, "ela": ela_map}
     results, skipped, warnings = evaluate_rows(rows, load_image=_load, methods=methods,
                                                image_score=lambda m: float(m.mean()), threshold=0.5, progress=False)
@@ -288,3 +288,57 @@ def test_report_has_every_key_and_no_nan_even_when_undefined(tmp_path):
     write_report(report, path)
     assert "NaN" not in path.read_text()
     assert "span" in format_table(report) and "alpha" in format_table(report)
+
+
+# ---------------------------------------------------------------- the command, end to end, with the committed model
+
+def _span(*arguments: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([str(SPAN), "evaluate", *arguments], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def test_cli_on_a_synthetic_manifest_writes_every_key_and_a_grid(tmp_path):
+    manifest = _synthetic_manifest(tmp_path / "set")
+    out, grid = tmp_path / "report.json", tmp_path / "grid.png"
+    done = _span(str(manifest), "--out", str(out), "--grid", str(grid), "--grid-rows", "3", "--no-progress")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert report["manifest"] == str(manifest) and isinstance(report["model"]["trained"], bool)
+    assert report["model"]["sha256"] and report["skipped"] == []
+    assert set(report["results"]) == {"span", "constant", "ela"}
+    for method, block in report["results"].items():
+        assert set(block["by_dataset"]) == {"alpha", "beta"}
+        for values in [block, *block["by_dataset"].values()]:
+            for key in REQUIRED + INVERSE_KEYS:
+                assert key in values, (method, key)
+        assert block["n_images"] == 5 and block["n_pixel_images"] == 3
+        for key in PIXEL_KEYS + ("image_auc", "image_bacc"):
+            assert 0.0 <= block[key] <= 1.0, (method, key)
+    constant = report["results"]["constant"]
+    assert constant["pixel_auc"] == 0.5 and constant["image_auc"] == 0.5 and constant["pixel_mcc"] == 0.0
+    assert report["results"]["ela"]["pixel_auc"] > 0.8  # the pasted regions are ELA's textbook case
+    assert report["results"]["span"]["by_dataset"]["alpha"]["image_auc"] is None  # alpha has no pristine row
+    # The terminal table carries the same number as the report.
+    assert f"{report['results']['ela']['pixel_auc']:.3f}" in done.stdout
+    picture = Image.open(grid)
+    assert picture.width > 4 * 200 and picture.height > 3 * 150
+
+
+def test_cli_refuses_a_broken_manifest_with_a_clear_message(tmp_path):
+    bad = _write_manifest(tmp_path / "bad.csv", [_row("a", "a.png")], header=["id", "image"])
+    done = _span(str(bad), "--no-progress", timeout=120)
+    assert done.returncode == 2
+    assert "missing column(s) mask" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.skipif(not DEV_MANIFEST.is_file(), reason="shared dev benchmark not present")
+def test_cli_on_the_real_dev_manifest_with_a_limit(tmp_path):
+    out = tmp_path / "dev.json"
+    done = _span(str(DEV_MANIFEST), "--limit", "3", "--out", str(out), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert report["n_rows"] == 3 and report["skipped"] == []
+    span = report["results"]["span"]
+    assert span["n_images"] == 3 and span["n_pixel_images"] == 3
+    assert [image["id"] for image in report["images"]] == [row.id for row in read_benchmark_manifest(DEV_MANIFEST)[:3]]
+    assert span["image_auc"] is None and "only one class" in span["notes"]["image_auc"]
+    assert 0.0 <= span["pixel_auc"] <= 1.0
