@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 HOST   ?= 127.0.0.1
 PORT   ?= 8000
 
-.PHONY: install install-dev serve test export bench clean
+.PHONY: install install-dev browser serve test export bench clean
 
 # Runtime only (what the service and the Docker image need): no torch.
 $(VENV)/.runtime: pyproject.toml
@@ -25,7 +25,15 @@ install-dev: $(VENV)/.dev
 serve: install
 	$(BIN)/span serve --host $(HOST) --port $(PORT)
 
-test: install-dev
+# The web page is tested in a real Chromium from Debian's packages (Playwright drives it; it never
+# downloads a browser). Installed once when missing; if apt cannot, tests/test_web.py says it skipped.
+browser:
+	@command -v chromium >/dev/null 2>&1 || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	   -o DPkg::Lock::Timeout=300 --no-install-recommends chromium >/dev/null) || \
+	  echo "warning: could not install chromium; the browser tests will be skipped"
+
+test: install-dev browser
 	$(BIN)/python -m pytest
 
 export: install-dev
