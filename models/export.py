@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import subprocess
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,9 @@ def export_onnx(model: Span, path: str | Path, *, opset: int = OPSET) -> Path:
     model = model.eval()
     example = torch.rand(1, 3, 64, 48) * 255.0
     axes = {0: "batch", 2: "height", 3: "width"}
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # The tracer flags the working grid's size as a constant: it is one, by design.
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         torch.onnx.export(
             model,
             (example,),
@@ -65,6 +68,16 @@ def export_onnx(model: Span, path: str | Path, *, opset: int = OPSET) -> Path:
             dynamic_axes={"image": axes, "heatmap": axes},
             do_constant_folding=True,
         )
+    # The tracer cannot see through the final resize that the channel axis is 1; the
+    # contract says it is, so record it for consumers that read shapes from the graph.
+    import onnx
+
+    graph = onnx.load(str(path))
+    channel = graph.graph.output[0].type.tensor_type.shape.dim[1]
+    channel.Clear()
+    channel.dim_value = 1
+    onnx.checker.check_model(graph)
+    onnx.save(graph, str(path))
     return path
 
 
@@ -159,6 +172,7 @@ def export_weights(
     *,
     checkpoint: str | Path | None = None,
     preset: str = "pooled",
+    config: SpanConfig | None = None,
     seed: int = 0,
     command: str = "span export",
     parity_shapes: Iterable[tuple[int, int, int]] = PARITY_SHAPES,
@@ -167,7 +181,7 @@ def export_weights(
 
     From a training checkpoint (``Span.checkpoint()`` dict; its 'trained' flag, 'status'
     and 'scores' are carried over) or, without one, an UNTRAINED initialisation of
-    ``preset`` seeded with ``seed``. Nothing is written unless ORT parity holds.
+    ``config`` (default: the named ``preset``) seeded with ``seed``. Nothing is written unless ORT parity holds.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -179,7 +193,7 @@ def export_weights(
         scores = data.get("scores", {})
     else:
         torch.manual_seed(seed)
-        model = Span(SpanConfig.preset(preset))
+        model = Span(config or SpanConfig.preset(preset))
         trained, status, scores = False, UNTRAINED_STATUS, {}
     model.eval()
 

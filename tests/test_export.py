@@ -1,0 +1,100 @@
+"""ONNX export: parity with torch on several sizes and batches, the graph contract, weights/."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from models.export import OPSET, ParityError, export_onnx, export_weights, onnx_parity  # noqa: E402
+from models.span import Span, SpanConfig  # noqa: E402
+from service.manifest import load_manifest  # noqa: E402
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+# Narrow widths keep export and ORT fast; every op of the full network is still in the graph.
+SMALL = dict(featex_blocks=((8,), (8, 8), (8,), (8,), (8,)), featex_dim=16, grid=(48, 40), attention_dim=8)
+SHAPES = [(1, 17, 9), (2, 64, 48), (3, 31, 70), (1, 333, 517)]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    torch.manual_seed(0)
+    model = Span(SpanConfig.preset("pooled", **SMALL)).eval()
+    return model, export_onnx(model, tmp_path_factory.mktemp("onnx") / "span.onnx")
+
+
+def test_onnx_runtime_matches_torch_on_several_sizes_and_batches(exported):
+    model, path = exported
+    assert onnx_parity(model, path, SHAPES, tolerance=1e-4) <= 1e-4
+
+
+@pytest.mark.parametrize("preset", ["reference", "slim"])
+def test_parity_for_other_layouts(preset, tmp_path):
+    torch.manual_seed(1)
+    model = Span(SpanConfig.preset(preset, **SMALL)).eval()
+    path = export_onnx(model, tmp_path / "span.onnx")
+    assert onnx_parity(model, path, [(2, 23, 17), (1, 50, 61)]) <= 1e-4
+
+
+def test_graph_contract(exported):
+    _, path = exported
+    graph = onnx.load(str(path))
+    onnx.checker.check_model(graph)
+    assert max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")) >= OPSET >= 17
+    (image,), (heatmap,) = graph.graph.input, graph.graph.output
+    assert (image.name, heatmap.name) == ("image", "heatmap")
+    for value, channels in ((image, 3), (heatmap, 1)):
+        dims = value.type.tensor_type.shape.dim
+        assert value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+        assert dims[1].dim_value == channels
+        assert all(dims[i].dim_param for i in (0, 2, 3)), "batch, height, width must be dynamic"
+
+
+def test_parity_failure_is_reported(exported, tmp_path):
+    model, path = exported
+    other = Span(SpanConfig.preset("pooled", **SMALL)).eval()  # different random weights
+    with pytest.raises(ParityError, match="max"):
+        onnx_parity(other, path, [(1, 20, 20)])
+
+
+def test_export_weights_writes_an_untrained_manifest_that_verifies(tmp_path):
+    manifest_path = export_weights(
+        tmp_path, config=SpanConfig.preset("slim", **SMALL), command="test", parity_shapes=[(1, 17, 9)]
+    )
+    data = json.loads(manifest_path.read_text())
+    assert data["trained"] is False and data["status"].startswith("UNTRAINED")
+    assert set(data["files"]) == {"span.onnx", "span.pt"}
+    assert SpanConfig.from_dict(data["architecture"]) == SpanConfig.preset("slim", **SMALL)
+    assert data["produced_by"]["torch"].startswith("2.")
+    manifest = load_manifest(tmp_path)
+    assert manifest.trained is False
+    reloaded = Span.from_checkpoint(tmp_path / "span.pt")
+    assert onnx_parity(reloaded, tmp_path / "span.onnx", [(2, 30, 20)]) <= 1e-4
+
+
+def test_export_from_a_checkpoint_carries_its_status(tmp_path):
+    torch.manual_seed(2)
+    model = Span(SpanConfig.preset("pooled", **SMALL))
+    ckpt = tmp_path / "trained.pt"
+    torch.save(model.checkpoint(trained=True, status="trained: test run", scores={"pixel_auc": 0.5}), ckpt)
+    data = json.loads(export_weights(tmp_path / "w", checkpoint=ckpt, parity_shapes=[(1, 9, 17)]).read_text())
+    assert data["trained"] is True and data["status"] == "trained: test run"
+    assert data["scores"] == {"pixel_auc": 0.5}
+
+
+def test_committed_weights_verify_run_and_say_whether_trained():
+    manifest = load_manifest(WEIGHTS)
+    card = (WEIGHTS / "README.md").read_text()
+    if not manifest.trained:
+        assert "UNTRAINED" in manifest.status and "UNTRAINED" in card
+    checkpoint = torch.load(WEIGHTS / "span.pt", map_location="cpu", weights_only=True)
+    assert SpanConfig.from_dict(checkpoint["config"]) == SpanConfig.from_dict(manifest.architecture)
+    assert checkpoint["trained"] == manifest.trained
+    session = ort.InferenceSession(str(manifest.onnx_path), providers=["CPUExecutionProvider"])
+    (heatmap,) = session.run(["heatmap"], {"image": np.full((1, 3, 17, 9), 128.0, np.float32)})
+    assert heatmap.shape == (1, 1, 17, 9) and 0 <= heatmap.min() <= heatmap.max() <= 1
