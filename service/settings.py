@@ -1,0 +1,114 @@
+"""The service's configuration: one pydantic-settings class, environment prefix `SPAN_`.
+
+Nothing else in the project reads the environment. Every field below is documented in
+README.md ("Configuration"); list-valued settings take JSON, e.g.
+`SPAN_PROVIDERS='["CPUExecutionProvider"]'`.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SPAN_", extra="ignore", frozen=True)
+
+    # --- model and ONNX Runtime -------------------------------------------------------
+    model_dir: Path = Field(
+        REPO_ROOT / "weights",
+        description="Folder holding span.onnx and manifest.json (sha256-verified at start-up).",
+    )
+    providers: list[str] = Field(
+        ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        description="ONNX Runtime execution providers in order of preference. Unavailable ones are "
+        "skipped and the session falls back to CPU; /health/ready is 503 unless the provider in use "
+        "is one of these.",
+    )
+    intra_op_threads: int = Field(
+        0, ge=0, description="ORT intra-op threads for one inference; 0 lets ORT use every physical core."
+    )
+    warmup: bool = Field(True, description="Run one inference before reporting ready.")
+
+    # --- input limits ------------------------------------------------------------------
+    max_upload_bytes: int = Field(
+        50 * MiB, gt=0, description="Largest request body of POST /v1/localize (413 beyond, counted while streaming)."
+    )
+    max_scan_bytes: int = Field(
+        256 * MiB, gt=0, description="Largest request body of POST /v1/scan, all images together."
+    )
+    max_pixels: int = Field(
+        80_000_000,
+        gt=0,
+        description="Largest width x height accepted, read from the file header before any pixel is "
+        "decoded (decompression bombs -> 413).",
+    )
+    min_side: int = Field(8, ge=1, description="Smallest width or height accepted (422 below).")
+    max_batch_items: int = Field(32, ge=1, description="Most images in one POST /v1/scan (413 beyond).")
+    decode_workers: int = Field(
+        4, ge=1, description="Images decoded at the same time; bounds the memory held by decoded pixels."
+    )
+
+    # --- queue and dynamic batching ------------------------------------------------------
+    queue_size: int = Field(
+        64, ge=1, description="Images admitted to the inference queue (waiting or running). When full, "
+        "POST /v1/localize answers 503 with Retry-After at once."
+    )
+    max_batch_size: int = Field(4, ge=1, description="Most same-shaped inputs run in one ORT call.")
+    max_queue_delay_ms: float = Field(
+        5.0, ge=0, description="How long the batcher waits for more same-shaped inputs to fill a batch."
+    )
+    retry_after_s: int = Field(2, ge=1, description="Retry-After header value of a 503 from a full queue.")
+    request_timeout_s: float = Field(
+        300.0, gt=0, description="Longest one image may wait for its heatmap (queue + inference) before a 504."
+    )
+
+    # --- large photos --------------------------------------------------------------------
+    large_image_policy: Literal["resize", "tile"] = Field(
+        "resize",
+        description="'resize': photos above max_working_pixels are downscaled to it for the network and "
+        "the map is upscaled back (fast, coarser). 'tile': the photo is analysed at full resolution in "
+        "overlapping tiles (slower, finer), first downscaled to max_tiled_pixels if larger.",
+    )
+    max_working_pixels: int = Field(
+        1024 * 1024, ge=4096, description="'resize' policy: pixels the network sees at most."
+    )
+    tile_size: int = Field(1024, ge=64, description="'tile' policy: tile width and height in pixels.")
+    tile_overlap: int = Field(128, ge=0, description="'tile' policy: overlap between neighbouring tiles.")
+    max_tiled_pixels: int = Field(
+        16_000_000, ge=4096, description="'tile' policy: photos larger than this are downscaled to it first."
+    )
+
+    # --- answers ---------------------------------------------------------------------------
+    threshold: float = Field(
+        0.5, ge=0.0, le=1.0, description="Decision threshold: a pixel counts as tampered at or above it."
+    )
+
+    # --- shutdown ----------------------------------------------------------------------------
+    shutdown_grace_s: float = Field(
+        30.0, ge=0, description="On SIGTERM: how long in-flight requests may take to finish."
+    )
+    drain_delay_s: float = Field(
+        0.0, ge=0, description="On SIGTERM: how long /health/ready answers 503 before the listener closes "
+        "(lets a load balancer stop routing first)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.tile_overlap * 2 >= self.tile_size:
+            raise ValueError("tile_overlap must be less than half of tile_size")
+        if not self.providers:
+            raise ValueError("providers must name at least one execution provider")
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment once."""
+    return Settings()
