@@ -1,0 +1,388 @@
+"""The inference engine: one ONNX Runtime session, the large-image policy, and a dynamic batcher.
+
+    engine = Engine.from_settings(settings)   # verify the manifest, open the session, start the batcher
+    engine.warm_up()                          # one inference; `engine.ready` after this
+    heatmap = engine.predict(rgb)             # sync, in the caller's thread (scan, evaluate)
+    heatmap = await engine.submit(rgb)        # async: bounded admission + queue + dynamic batcher (HTTP)
+
+Both take RGB uint8 [H, W, 3] and give float32 [H, W] in 0..1 at the same size.
+
+Large images (settings.large_image_policy):
+- "resize": above `max_working_pixels` the photo is downscaled (area-preserving) for the
+  network and the map is upscaled back. Cost is bounded by max_working_pixels whatever the
+  photo; fine detail and faint high-frequency traces are lost in proportion to the scale.
+- "tile": the photo is analysed at native resolution in overlapping `tile_size` tiles whose
+  maps are blended with linear ramps in the overlaps; photos above `max_tiled_pixels` are
+  first downscaled to it. Cost grows with the pixel count (tiles of one photo share a shape,
+  so they batch together); memory is bounded by one batch of tiles plus two float maps.
+
+Batching: requests enter a queue that admits at most `queue_size` images (waiting or
+running). A batcher thread takes the first waiting item, collects more for up to
+`max_queue_delay_ms` or until `max_batch_size` inputs, groups them by shape (only equal
+shapes can share an ORT call), runs each group in chunks of `max_batch_size` and hands
+each caller its own maps back on its event loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+
+from service import metrics
+from service.manifest import Manifest, load_manifest
+from service.settings import Settings
+
+log = logging.getLogger("span.engine")
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "heatmap"
+
+
+class EngineError(RuntimeError):
+    """The engine cannot answer (not an input problem)."""
+
+
+class Overloaded(EngineError):
+    """The queue is full; the caller should retry after `retry_after_s` seconds."""
+
+    def __init__(self, retry_after_s: int):
+        super().__init__(f"the inference queue is full; retry in {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+class InferenceTimeout(EngineError):
+    pass
+
+
+class EngineStopped(EngineError):
+    pass
+
+
+@dataclass
+class _Plan:
+    """How one photo is fed to the network: the inputs and how to put their maps back together."""
+
+    height: int
+    width: int
+    work_height: int
+    work_width: int
+    inputs: np.ndarray  # float32 [n, 3, h, w]
+    origins: list[tuple[int, int]] | None = None  # tile top-left corners (y, x) in the working image
+
+
+@dataclass
+class _Work:
+    inputs: np.ndarray
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.perf_counter)
+    abandoned: threading.Event = field(default_factory=threading.Event)
+    timings: dict | None = None
+
+    @property
+    def count(self) -> int:
+        return self.inputs.shape[0]
+
+    def deliver(self, setter, value) -> None:
+        """Hand a result to the caller's loop; a caller whose loop has gone is simply dropped."""
+        try:
+            self.loop.call_soon_threadsafe(setter, self.future, value)
+        except RuntimeError:  # event loop closed: nobody is waiting any more
+            pass
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.inputs.shape[2], self.inputs.shape[3]
+
+
+_STOP = object()
+
+
+class Engine:
+    def __init__(self, session: ort.InferenceSession, manifest: Manifest, settings: Settings):
+        self.session = session
+        self.manifest = manifest
+        self.settings = settings
+        self.providers_in_use: list[str] = session.get_providers()
+        self.warmed = False
+        self._admitted = 0
+        self._admitted_lock = threading.Lock()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._stopping = False
+        self._batcher = threading.Thread(target=self._batch_loop, name="span-batcher", daemon=True)
+        self._batcher.start()
+        metrics.model_info(manifest, self.provider)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Engine:
+        manifest = load_manifest(settings.model_dir)  # verifies every file's sha256
+        session = create_session(manifest.onnx_path, settings.providers, settings.intra_op_threads)
+        _check_contract(session, manifest)
+        return cls(session, manifest, settings)
+
+    @property
+    def provider(self) -> str:
+        """The execution provider that runs the model (the first one ORT kept)."""
+        return self.providers_in_use[0]
+
+    @property
+    def provider_as_configured(self) -> bool:
+        return self.provider in self.settings.providers
+
+    @property
+    def ready(self) -> bool:
+        return self.warmed and self.provider_as_configured and not self._stopping
+
+    @property
+    def queue_depth(self) -> int:
+        return self._admitted
+
+    @property
+    def has_capacity(self) -> bool:
+        return self._admitted < self.settings.queue_size
+
+    def warm_up(self) -> float:
+        """One inference at the working size, so the first request does not pay for allocation."""
+        side = int(min(512, math.sqrt(self.settings.max_working_pixels)))
+        rng = np.random.default_rng(0)
+        started = time.perf_counter()
+        self.predict(rng.integers(0, 256, (side, side, 3), dtype=np.uint8))
+        self.warmed = True
+        seconds = time.perf_counter() - started
+        log.info("warm-up on %s: %.2f s", self.provider, seconds)
+        return seconds
+
+    # ------------------------------------------------------------------ inference
+    def predict(self, rgb: np.ndarray) -> np.ndarray:
+        """RGB uint8 [H, W, 3] -> float32 [H, W] in 0..1, in the caller's thread."""
+        plan = self.plan(rgb)
+        step = self.settings.max_batch_size
+        outputs = np.concatenate(
+            [self._run(plan.inputs[i : i + step]) for i in range(0, plan.inputs.shape[0], step)]
+        )
+        return self.assemble(plan, outputs)
+
+    async def submit(self, rgb: np.ndarray, *, wait: bool = False, timings: dict | None = None) -> np.ndarray:
+        """Like predict, through the bounded queue and the dynamic batcher.
+
+        wait=False: raise Overloaded at once when `queue_size` images are already admitted.
+        wait=True: wait for a free place instead (used for the items of one batch request).
+        timings, when given, receives "queue_wait" and "inference" in milliseconds.
+        """
+        await self._admit(wait)
+        try:
+            plan = await asyncio.to_thread(self.plan, rgb)
+            loop = asyncio.get_running_loop()
+            work = _Work(plan.inputs, loop, loop.create_future(), timings=timings)
+            self._queue.put(work)
+            metrics.QUEUE_DEPTH.set(self._admitted)
+            try:
+                outputs = await asyncio.wait_for(asyncio.shield(work.future), self.settings.request_timeout_s)
+            except TimeoutError:
+                work.abandoned.set()
+                raise InferenceTimeout(
+                    f"no heatmap within {self.settings.request_timeout_s:.0f} s (queue + inference)"
+                ) from None
+            except asyncio.CancelledError:
+                work.abandoned.set()  # the client went away: skip the work if it has not started
+                raise
+            return await asyncio.to_thread(self.assemble, plan, outputs)
+        finally:
+            with self._admitted_lock:
+                self._admitted -= 1
+            metrics.QUEUE_DEPTH.set(self._admitted)
+
+    async def _admit(self, wait: bool) -> None:
+        while True:
+            if self._stopping:
+                raise EngineStopped("the service is shutting down")
+            with self._admitted_lock:
+                if self._admitted < self.settings.queue_size:
+                    self._admitted += 1
+                    return
+            if not wait:
+                metrics.QUEUE_REJECTIONS.inc()
+                raise Overloaded(self.settings.retry_after_s)
+            await asyncio.sleep(0.02)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        """One ORT call: float32 [n, 3, h, w] -> float32 [n, h, w]."""
+        started = time.perf_counter()
+        (heatmap,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(batch)})
+        metrics.INFERENCE_SECONDS.observe(time.perf_counter() - started)
+        metrics.BATCH_SIZE.observe(batch.shape[0])
+        return np.clip(heatmap[:, 0], 0.0, 1.0)
+
+    # ------------------------------------------------------------------ batcher thread
+    def _batch_loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch = [first]
+            size = first.count
+            deadline = time.perf_counter() + self.settings.max_queue_delay_ms / 1000
+            stop_after = False
+            while size < self.settings.max_batch_size:
+                remaining = deadline - time.perf_counter()
+                try:
+                    item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop_after = True
+                    break
+                batch.append(item)
+                size += item.count
+            self._run_batch(batch)
+            if stop_after:
+                self._queue.put(_STOP)
+
+    def _run_batch(self, batch: list[_Work]) -> None:
+        groups: dict[tuple[int, int], list[_Work]] = {}
+        for work in batch:
+            if not work.abandoned.is_set():
+                groups.setdefault(work.shape, []).append(work)
+        for works in groups.values():
+            started = time.perf_counter()
+            for work in works:
+                metrics.QUEUE_WAIT_SECONDS.observe(started - work.enqueued)
+            try:
+                stacked = np.concatenate([w.inputs for w in works]) if len(works) > 1 else works[0].inputs
+                step = self.settings.max_batch_size
+                outputs = np.concatenate([self._run(stacked[i : i + step]) for i in range(0, len(stacked), step)])
+            except Exception as exc:  # a model failure fails these callers, not the batcher
+                log.exception("inference failed for a batch of %d", len(works))
+                for work in works:
+                    work.deliver(_set_exception, EngineError(f"inference failed: {exc}"))
+                continue
+            finished = time.perf_counter()
+            offset = 0
+            for work in works:
+                if work.timings is not None:
+                    work.timings["queue_wait"] = round((started - work.enqueued) * 1000, 2)
+                    work.timings["inference"] = round((finished - started) * 1000, 2)
+                part = outputs[offset : offset + work.count]
+                offset += work.count
+                work.deliver(_set_result, part)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Refuse new work, let the batcher finish what is queued, then stop it."""
+        self._stopping = True
+        self._queue.put(_STOP)
+        self._batcher.join(timeout)
+
+    # ------------------------------------------------------------------ large-image policy
+    def plan(self, rgb: np.ndarray) -> _Plan:
+        if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ValueError(f"expected uint8 [H, W, 3], got {rgb.dtype} {rgb.shape}")
+        s = self.settings
+        height, width = rgb.shape[:2]
+        limit = s.max_working_pixels if s.large_image_policy == "resize" else s.max_tiled_pixels
+        work = rgb
+        if height * width > limit:
+            scale = math.sqrt(limit / (height * width))
+            size = (max(1, int(width * scale)), max(1, int(height * scale)))
+            work = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0))
+        wh, ww = work.shape[:2]
+        if s.large_image_policy == "resize" or (wh <= s.tile_size and ww <= s.tile_size):
+            return _Plan(height, width, wh, ww, _to_nchw(work[None]))
+        th, tw = min(s.tile_size, wh), min(s.tile_size, ww)
+        origins = [(y, x) for y in _starts(wh, th, s.tile_overlap) for x in _starts(ww, tw, s.tile_overlap)]
+        tiles = np.stack([work[y : y + th, x : x + tw] for y, x in origins])
+        return _Plan(height, width, wh, ww, _to_nchw(tiles), origins)
+
+    def assemble(self, plan: _Plan, outputs: np.ndarray) -> np.ndarray:
+        if plan.origins is None:
+            heatmap = outputs[0]
+        else:
+            th, tw = outputs.shape[1:]
+            window = np.outer(_ramp(th, self.settings.tile_overlap), _ramp(tw, self.settings.tile_overlap))
+            total = np.zeros((plan.work_height, plan.work_width), np.float32)
+            weight = np.zeros_like(total)
+            for (y, x), tile in zip(plan.origins, outputs, strict=True):
+                total[y : y + th, x : x + tw] += tile * window
+                weight[y : y + th, x : x + tw] += window
+            heatmap = total / weight
+        if heatmap.shape != (plan.height, plan.width):
+            image = Image.fromarray(heatmap.astype(np.float32), mode="F")
+            heatmap = np.asarray(image.resize((plan.width, plan.height), Image.Resampling.BILINEAR))
+        return np.clip(heatmap, 0.0, 1.0).astype(np.float32, copy=False)
+
+
+# ---------------------------------------------------------------------- helpers
+def create_session(model_path: Path, providers: list[str], intra_op_threads: int) -> ort.InferenceSession:
+    """An ORT session on the first usable provider of `providers`, falling back to CPU cleanly."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only: the fallback below is reported once, by us
+    available = set(ort.get_available_providers())
+    wanted = [p for p in providers if p in available] or ["CPUExecutionProvider"]
+    if "CPUExecutionProvider" not in wanted:
+        wanted.append("CPUExecutionProvider")
+    try:
+        session = ort.InferenceSession(str(model_path), options, providers=wanted)
+    except Exception as exc:  # e.g. CUDA libraries present in the wheel but no driver
+        log.warning("providers %s failed (%s); falling back to CPUExecutionProvider", wanted, exc)
+        session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    in_use = session.get_providers()
+    if in_use[0] != providers[0]:
+        log.warning("configured providers %s; in use: %s", providers, in_use)
+    return session
+
+
+def _check_contract(session: ort.InferenceSession, manifest: Manifest) -> None:
+    inputs = [i.name for i in session.get_inputs()]
+    outputs = [o.name for o in session.get_outputs()]
+    if inputs != [INPUT_NAME] or OUTPUT_NAME not in outputs or manifest.input_name != INPUT_NAME:
+        raise EngineError(f"model does not follow the contract: inputs {inputs}, outputs {outputs}")
+
+
+def _to_nchw(images: np.ndarray) -> np.ndarray:
+    """uint8 [n, h, w, 3] -> float32 [n, 3, h, w], values 0..255 (the network normalises itself)."""
+    return np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32)
+
+
+def _starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Tile origins along one axis: a regular stride, the last tile flush with the edge."""
+    if length <= tile:
+        return [0]
+    stride = tile - overlap
+    starts = list(range(0, length - tile, stride))
+    starts.append(length - tile)
+    return starts
+
+
+def _ramp(length: int, overlap: int) -> np.ndarray:
+    """Blending weights along one tile axis: linear rise over `overlap` pixels at both ends."""
+    weights = np.ones(length, np.float32)
+    if overlap > 0:
+        rise = (np.arange(1, overlap + 1, dtype=np.float32)) / (overlap + 1)
+        n = min(overlap, length // 2)
+        weights[:n] = rise[:n]
+        weights[length - n :] = np.minimum(weights[length - n :], rise[:n][::-1])
+    return weights
+
+
+def _set_result(future: asyncio.Future, value: Any) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
+def _set_exception(future: asyncio.Future, exc: BaseException) -> None:
+    if not future.done():
+        future.set_exception(exc)
