@@ -58,5 +58,26 @@ def evaluate(
     typer.echo(format_summary(report, out=out, grid=grid))
 
 
+@app.command()
+def scan(
+    paths: list[str] = typer.Argument(..., help="Image files, folders (searched recursively) and globs, e.g. 'case-12/**/*.jpg'."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the heatmaps, overlays, summary.csv and summary.json."),
+    server: str = typer.Option(None, help="Use a running `span serve` at this URL (POST /v1/scan) instead of the local model."),
+    batch_size: int = typer.Option(8, min=1, help="With --server: images per request (halved when the server says too large)."),
+    overlay_format: str = typer.Option("jpg", help="Overlay file format: jpg (small) or png (lossless)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Analyse again even images an earlier run finished."),
+) -> None:
+    """Analyse files, folders and globs: a heatmap and an overlay per image, one summary. Resumable.
+
+    Exit status: 0 when every image was analysed (or done by an earlier run), 1 when any failed.
+    """
+    from service.scan import scan as run_scan
+
+    if overlay_format not in ("jpg", "png"):
+        raise typer.BadParameter("choose jpg or png", param_hint="--overlay-format")
+    raise typer.Exit(run_scan(paths, out, server=server, batch_size=batch_size,
+                              overlay_format=overlay_format, overwrite=overwrite))
+
+
 if __name__ == "__main__":
     app()

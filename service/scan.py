@@ -1,0 +1,632 @@
+"""`span scan PATH... --out DIR`: analyse files, folders and globs; write a heatmap and an overlay
+per image and one summary (CSV + JSON).
+
+How a scan resumes: every image that succeeds gets a small record, `<name>.result.json`, written
+*last* and atomically (after its heatmap and overlay). A later run skips an image when that
+record exists, names the same input bytes (sha256) and the same model (ONNX sha256), and both
+outputs are still there; it reads the score back from the record, so the summary of a resumed
+scan still lists every image with its numbers. Failed images get no record and are tried again.
+
+Outputs mirror the inputs' folders below their common base, so `a/x.jpg` and `b/x.jpg` do not
+collide; files that differ only by extension (`x.jpg`, `x.png`) get the extension in the name.
+
+The local ONNX engine is used by default; `--server URL` sends batches to a running server's
+POST /v1/scan instead (halving a batch the server finds too large). Either way the same decoder
+(service.decode) reads the photo for the overlay, so EXIF orientation is handled the same.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import glob
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+from service.decode import InputError, decode_image
+from service.manifest import ManifestError, sha256_file
+from service.render import heatmap_png
+from service.settings import Settings
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".webp", ".bmp", ".heic", ".heif"})
+RECORD_SUFFIX = ".result.json"
+RECORD_VERSION = 1
+SUMMARY_FIELDS = (
+    "path", "status", "score", "tampered_fraction", "width", "height",
+    "heatmap", "overlay", "error_code", "error_message",
+)
+
+
+# ----------------------------------------------------------------------------- inputs and names
+
+
+@dataclass(frozen=True)
+class ScanInput:
+    path: Path          # as the user named it (relative paths stay relative, for a readable summary)
+    key: str            # output name without suffixes, '/'-separated, unique within the scan
+    error: str | None = None   # set for a PATH argument that matched nothing
+
+
+def _is_hidden(path: Path, base: Path) -> bool:
+    """Dot-files and dot-folders below the base (.DS_Store, ._x.jpg from macOS, .git) are not photos."""
+    return any(part.startswith(".") for part in path.relative_to(base).parts)
+
+
+def _walk(folder: Path, skip: Path | None) -> list[Path]:
+    found = []
+    for path in folder.rglob("*"):
+        if skip is not None and path.resolve().is_relative_to(skip):
+            continue   # never rescan our own output folder when it lies inside an input folder
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() and not _is_hidden(path, folder):
+            found.append(path)
+    return sorted(found)
+
+
+def _glob_base(pattern: str) -> Path:
+    """The folder part of a glob before its first wildcard: where the mirrored names start."""
+    parts = Path(pattern).parts
+    fixed = []
+    for part in parts:
+        if glob.has_magic(part):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path(".")
+
+
+def collect_inputs(arguments: Sequence[str], out_dir: Path | None = None) -> list[ScanInput]:
+    """Expand files, folders (recursively, image suffixes only) and globs into unique inputs.
+
+    A file named explicitly is always tried, whatever its suffix: the decoder reads the format
+    from the bytes. An argument that matches nothing becomes an input with an error, so it is
+    reported in the summary and the exit status, not silently dropped.
+    """
+    skip = out_dir.resolve() if out_dir is not None else None
+    found: dict[Path, tuple[Path, Path]] = {}   # resolved -> (path as named, base folder)
+    unmatched: list[str] = []
+    for argument in arguments:
+        path = Path(argument).expanduser()
+        if path.is_dir():
+            pairs = [(p, path) for p in _walk(path, skip)]
+        elif path.is_file():
+            pairs = [(path, path.parent)]
+        elif glob.has_magic(argument):
+            base = _glob_base(argument)
+            pairs = []
+            for match in sorted(glob.glob(str(path), recursive=True)):
+                match = Path(match)
+                if match.is_dir():
+                    pairs += [(p, match) for p in _walk(match, skip)]
+                elif match.is_file() and not (skip and match.resolve().is_relative_to(skip)):
+                    pairs.append((match, base))
+        else:
+            pairs = []
+        if not pairs:
+            unmatched.append(argument)
+        for p, base in pairs:
+            found.setdefault(p.resolve(), (p, base))
+
+    inputs = _name_outputs(list(found.values()))
+    return inputs + [ScanInput(Path(a), key="", error=f"no image file matches {a!r}") for a in unmatched]
+
+
+def _name_outputs(pairs: list[tuple[Path, Path]]) -> list[ScanInput]:
+    if not pairs:
+        return []
+    bases = {base.resolve() for _, base in pairs}
+    root = Path(os.path.commonpath([str(b) for b in bases]))
+    keyed: dict[str, list[Path]] = {}
+    for path, _ in pairs:
+        relative = path.resolve().relative_to(root)
+        keyed.setdefault(relative.with_suffix("").as_posix(), []).append(path)
+    inputs = []
+    for key, paths in keyed.items():
+        if len(paths) == 1:
+            inputs.append(ScanInput(paths[0], key))
+            continue
+        # x.jpg and x.png in one folder: keep both, told apart by their extension (and order, if need be).
+        seen: set[str] = set()
+        for path in sorted(paths):
+            unique = f"{key}_{path.suffix.lstrip('.').lower()}"
+            while unique in seen:
+                unique += "_"
+            seen.add(unique)
+            inputs.append(ScanInput(path, unique))
+    return sorted(inputs, key=lambda i: i.key)
+
+
+# ----------------------------------------------------------------------------- analysis backends
+
+
+@dataclass
+class Finding:
+    """One analysed image, whichever backend produced it."""
+
+    heatmap: np.ndarray            # float32 [H, W] in 0..1
+    heatmap_png: bytes             # the heatmap as the service renders it (8-bit greyscale PNG)
+    score: float
+    tampered_fraction: float
+    width: int
+    height: int
+    threshold: float
+    metadata: dict[str, Any]
+    rgb: np.ndarray | None = None  # the decoded photo, when the backend already has it
+
+
+class ScanFailure(Exception):
+    """One image could not be analysed (code and message as the service words them)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Backend(Protocol):
+    model: dict[str, Any]     # {"name", "version", "sha256", "trained"}
+    description: str
+
+    def analyse(self, items: Sequence[tuple[ScanInput, bytes]]) -> Iterator[tuple[ScanInput, Finding | ScanFailure]]:
+        ...
+
+
+class LocalBackend:
+    """The ONNX model in this process, through the same analysis the HTTP service uses."""
+
+    batch_size = 1   # the engine parallelises one image across every core already
+
+    def __init__(self, settings: Settings):
+        from service.manifest import load_manifest
+
+        self.settings = settings
+        # The manifest (sha256-verified) says which model would answer; the ONNX session itself
+        # is created only when an image needs it, so a resumed scan with nothing left is instant.
+        self.model = load_manifest(settings.model_dir).model_info()
+        self.description = "local ONNX Runtime"
+        self._engine = None
+
+    @property
+    def engine(self):
+        if self._engine is None:
+            from service.engine import Engine
+
+            self._engine = Engine.from_settings(self.settings)
+            self.description = f"local ONNX Runtime ({self._engine.provider})"
+        return self._engine
+
+    def analyse(self, items):
+        from service.analysis import analyze_bytes
+
+        for item, data in items:
+            try:
+                analysis = analyze_bytes(data, self.engine, self.settings, keep_photo=True)
+            except InputError as exc:
+                yield item, ScanFailure(exc.code, exc.message)
+                continue
+            except Exception as exc:   # one image the model chokes on must not end the scan
+                yield item, ScanFailure("analysis_failed", f"{type(exc).__name__}: {exc}")
+                continue
+            yield item, Finding(
+                heatmap=analysis.heatmap,
+                heatmap_png=heatmap_png(analysis.heatmap),
+                score=round(analysis.score, 6),   # the precision of the HTTP answers
+                tampered_fraction=round(analysis.tampered_fraction, 6),
+                width=analysis.width,
+                height=analysis.height,
+                threshold=analysis.threshold,
+                metadata=analysis.metadata.as_json(),
+                rgb=analysis.rgb,
+            )
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+
+
+class ServerBackend:
+    """A running `span serve`: batches of images to POST /v1/scan."""
+
+    def __init__(self, url: str, *, batch_size: int, timeout_s: float):
+        import httpx
+
+        self.url = url.rstrip("/")
+        self.batch_size = batch_size
+        self.client = httpx.Client(base_url=self.url, timeout=httpx.Timeout(timeout_s, connect=10.0))
+        try:
+            response = self.client.get("/v1/model")
+        except httpx.HTTPError as exc:
+            raise ScanFailure("server_unreachable", f"cannot reach {self.url}: {exc}") from None
+        if response.status_code != 200:
+            raise ScanFailure("server_error", f"{self.url}/v1/model answered HTTP {response.status_code}")
+        described = response.json()
+        self.model = {k: described.get(k) for k in ("name", "version", "sha256", "trained")}
+        self.description = f"server {self.url}"
+
+    def analyse(self, items):
+        yield from self._post(list(items))
+
+    def _post(self, items: list[tuple[ScanInput, bytes]], busy_retries: int = 5):
+        import httpx
+
+        files = [("images", (item.path.name, data, "application/octet-stream")) for item, data in items]
+        try:
+            response = self.client.post("/v1/scan", files=files)
+        except httpx.HTTPError as exc:
+            raise ScanFailure("server_unreachable", f"request to {self.url}/v1/scan failed: {exc}") from None
+        if response.status_code == 413 and len(items) > 1:
+            # Too many images or bytes for one request: split, try the halves, and send smaller
+            # batches from now on rather than being refused again and again.
+            half = len(items) // 2
+            self.batch_size = min(self.batch_size, half)
+            yield from self._post(items[:half])
+            yield from self._post(items[half:])
+            return
+        if response.status_code in (429, 503) and "Retry-After" in response.headers and busy_retries > 0:
+            time.sleep(min(float(response.headers["Retry-After"]), 30.0))   # busy, not broken: wait our turn
+            yield from self._post(items, busy_retries - 1)
+            return
+        body = _json_or_none(response)
+        if response.status_code != 200:
+            error = (body or {}).get("error", {}) if isinstance(body, dict) else {}
+            failure = ScanFailure(error.get("code", f"http_{response.status_code}"),
+                                  error.get("message", f"the server answered HTTP {response.status_code}"))
+            for item, _ in items:
+                yield item, failure
+            return
+        answers = _scan_answers(body)
+        by_index = {answer.get("index", i): answer for i, answer in enumerate(answers)}
+        for index, (item, _) in enumerate(items):
+            answer = by_index.get(index)
+            if answer is None:
+                yield item, ScanFailure("missing_answer", "the server's answer has no entry for this image")
+            elif "error" in answer:
+                yield item, ScanFailure(answer["error"].get("code", "error"), answer["error"].get("message", ""))
+            else:
+                yield item, _finding_from_answer(answer)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _json_or_none(response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _scan_answers(body: Any) -> list[dict[str, Any]]:
+    """The item list of a /v1/scan answer (a bare list, or under "results" / "items")."""
+    if isinstance(body, list):
+        return body
+    if isinstance(body, dict):
+        for key in ("results", "items"):
+            if isinstance(body.get(key), list):
+                return body[key]
+    raise ScanFailure("bad_answer", "the server's /v1/scan answer has no list of results")
+
+
+def _finding_from_answer(answer: dict[str, Any]) -> Finding:
+    png = base64.b64decode(answer["heatmap_png_base64"])
+    with Image.open(io.BytesIO(png)) as image:
+        heatmap = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+    return Finding(
+        heatmap=heatmap,
+        heatmap_png=png,
+        score=float(answer["score"]),
+        tampered_fraction=float(answer["tampered_fraction"]),
+        width=int(answer.get("width", heatmap.shape[1])),
+        height=int(answer.get("height", heatmap.shape[0])),
+        threshold=float(answer.get("threshold", 0.5)),
+        metadata=answer.get("metadata") or {},
+    )
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+@dataclass
+class Outcome:
+    """One row of the summary."""
+
+    item: ScanInput
+    status: str                    # "ok", "skipped" (done by an earlier run) or "failed"
+    score: float | None = None
+    tampered_fraction: float | None = None
+    width: int | None = None
+    height: int | None = None
+    heatmap: str | None = None     # output paths, relative to the output folder
+    overlay: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "path": str(self.item.path), "status": self.status, "score": self.score,
+            "tampered_fraction": self.tampered_fraction, "width": self.width, "height": self.height,
+            "heatmap": self.heatmap, "overlay": self.overlay,
+            "error_code": self.error_code, "error_message": self.error_message,
+        }
+
+
+class Outputs:
+    """Where each image's files go, and the record that says they are complete."""
+
+    def __init__(self, out_dir: Path, overlay_format: str):
+        self.out_dir = out_dir
+        self.overlay_suffix = ".overlay.jpg" if overlay_format == "jpg" else ".overlay.png"
+
+    def heatmap(self, item: ScanInput) -> Path:
+        return self.out_dir / f"{item.key}.heatmap.png"
+
+    def overlay(self, item: ScanInput) -> Path:
+        return self.out_dir / f"{item.key}{self.overlay_suffix}"
+
+    def record(self, item: ScanInput) -> Path:
+        return self.out_dir / f"{item.key}{RECORD_SUFFIX}"
+
+    def relative(self, path: Path) -> str:
+        return path.relative_to(self.out_dir).as_posix()
+
+    def finished(self, item: ScanInput, input_sha256: str, model_sha256: str | None) -> Outcome | None:
+        """The outcome of an earlier run of this very image with this very model, if complete."""
+        record_path = self.record(item)
+        if not (record_path.is_file() and self.heatmap(item).is_file() and self.overlay(item).is_file()):
+            return None
+        try:
+            record = json.loads(record_path.read_text())
+        except (OSError, ValueError):
+            return None   # a damaged record: analyse again
+        if record.get("input_sha256") != input_sha256 or record.get("model", {}).get("sha256") != model_sha256:
+            return None   # the photo or the model changed since: the old outputs are stale
+        return Outcome(
+            item, "skipped", score=record.get("score"), tampered_fraction=record.get("tampered_fraction"),
+            width=record.get("width"), height=record.get("height"),
+            heatmap=self.relative(self.heatmap(item)), overlay=self.relative(self.overlay(item)),
+        )
+
+    def write(self, item: ScanInput, finding: Finding, rgb: np.ndarray, input_sha256: str,
+              model: dict[str, Any]) -> Outcome:
+        from service.render import overlay, overlay_jpeg
+
+        heatmap_path, overlay_path = self.heatmap(item), self.overlay(item)
+        heatmap_path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(heatmap_path, finding.heatmap_png)
+        if self.overlay_suffix.endswith(".jpg"):
+            _write_atomic(overlay_path, overlay_jpeg(rgb, finding.heatmap))
+        else:
+            buffer = io.BytesIO()
+            Image.fromarray(overlay(rgb, finding.heatmap), mode="RGB").save(buffer, "PNG")
+            _write_atomic(overlay_path, buffer.getvalue())
+        record = {
+            "record_version": RECORD_VERSION,
+            "input": str(item.path),
+            "input_sha256": input_sha256,
+            "model": model,
+            "score": finding.score,
+            "tampered_fraction": finding.tampered_fraction,
+            "threshold": finding.threshold,
+            "width": finding.width,
+            "height": finding.height,
+            "metadata": finding.metadata,
+            "heatmap": heatmap_path.name,
+            "overlay": overlay_path.name,
+            "created": _now(),
+        }
+        _write_atomic(self.record(item), json.dumps(record, indent=2).encode())   # last: marks completion
+        return Outcome(
+            item, "ok", score=finding.score, tampered_fraction=finding.tampered_fraction,
+            width=finding.width, height=finding.height,
+            heatmap=self.relative(heatmap_path), overlay=self.relative(overlay_path),
+        )
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside the target and rename: an interrupted scan never leaves a
+    half-written file that a later run would take for finished."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(handle, "wb") as f:
+            f.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# CSV cells that start like a formula are run by spreadsheet programs; a file name can start so.
+_FORMULA_START = ("=", "+", "@", "\t", "\r")
+
+
+def _csv_safe(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def write_summary(out_dir: Path, outcomes: Sequence[Outcome], *, model: dict[str, Any] | None,
+                  backend: str, started: str, interrupted: bool = False) -> tuple[Path, Path]:
+    counts = {status: sum(o.status == status for o in outcomes) for status in ("ok", "skipped", "failed")}
+    summary = {
+        "started": started,
+        "finished": _now(),
+        "interrupted": interrupted,
+        "backend": backend,
+        "model": model,
+        "counts": counts,
+        "items": [o.row() for o in outcomes],
+    }
+    json_path, csv_path = out_dir / "summary.json", out_dir / "summary.csv"
+    _write_atomic(json_path, json.dumps(summary, indent=2).encode())
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=SUMMARY_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for outcome in outcomes:
+        writer.writerow({k: _csv_safe(v) for k, v in outcome.row().items()})
+    _write_atomic(csv_path, text.getvalue().encode())
+    return csv_path, json_path
+
+
+# ----------------------------------------------------------------------------- the scan
+
+
+def _failed(item: ScanInput, code: str, message: str) -> Outcome:
+    return Outcome(item, "failed", error_code=code, error_message=message)
+
+
+def run_scan(
+    inputs: Sequence[ScanInput],
+    out_dir: Path,
+    backend: Backend,
+    settings: Settings,
+    *,
+    overlay_format: str = "jpg",
+    overwrite: bool = False,
+    progress: bool | None = None,
+    outcomes: dict[ScanInput, Outcome] | None = None,
+) -> list[Outcome]:
+    """Analyse every input, write its outputs, and return the summary rows (in input order).
+
+    `outcomes` is filled as the scan goes, so a caller still has the finished rows when the scan
+    is interrupted. `progress=None` shows a progress bar only on a terminal.
+    """
+    from tqdm import tqdm
+
+    outputs = Outputs(out_dir, overlay_format)
+    model_sha = backend.model.get("sha256")
+    outcomes = {} if outcomes is None else outcomes
+    todo: list[ScanInput] = []
+    digests: dict[ScanInput, str] = {}
+    for item in inputs:
+        if item.error:
+            outcomes[item] = _failed(item, "not_found", item.error)
+            continue
+        try:
+            digests[item] = sha256_file(item.path)
+        except OSError as exc:
+            outcomes[item] = _failed(item, "unreadable", f"cannot read {item.path}: {exc.strerror or exc}")
+            continue
+        done = None if overwrite else outputs.finished(item, digests[item], model_sha)
+        if done is not None:
+            outcomes[item] = done
+        else:
+            todo.append(item)
+
+    bar = tqdm(total=len(inputs), initial=len(outcomes), unit="image", disable=None if progress is None else not progress,
+               file=sys.stderr, dynamic_ncols=True)
+    skipped = sum(o.status == "skipped" for o in outcomes.values())
+    if skipped:
+        bar.write(f"{skipped} image(s) already done by an earlier run: skipped", file=sys.stderr)
+
+    def report(outcome: Outcome) -> None:
+        outcomes[outcome.item] = outcome
+        if outcome.status == "failed":
+            bar.write(f"FAILED {outcome.item.path}: {outcome.error_message}", file=sys.stderr)
+        bar.update(1)
+        bar.set_postfix(failed=sum(o.status == "failed" for o in outcomes.values()), refresh=False)
+
+    try:
+        position = 0
+        while position < len(todo):
+            batch = todo[position:position + getattr(backend, "batch_size", 1)]   # the server may lower it
+            position += len(batch)
+            loaded = []
+            for item in batch:
+                try:
+                    loaded.append((item, item.path.read_bytes()))
+                except OSError as exc:
+                    report(_failed(item, "unreadable", f"cannot read {item.path}: {exc.strerror or exc}"))
+            for item, result in backend.analyse(loaded):
+                if isinstance(result, ScanFailure):
+                    report(_failed(item, result.code, result.message))
+                    continue
+                try:
+                    rgb = result.rgb if result.rgb is not None else _decode_for_overlay(item, settings)
+                    report(outputs.write(item, result, rgb, digests[item], backend.model))
+                except InputError as exc:
+                    report(_failed(item, exc.code, exc.message))
+                except OSError as exc:
+                    report(_failed(item, "write_failed", f"cannot write outputs: {exc}"))
+    finally:
+        bar.close()
+    return [outcomes[item] for item in inputs if item in outcomes]
+
+
+def _decode_for_overlay(item: ScanInput, settings: Settings) -> np.ndarray:
+    return decode_image(item.path.read_bytes(), max_pixels=settings.max_pixels, min_side=1).rgb
+
+
+def scan(
+    paths: Sequence[str],
+    out_dir: Path,
+    *,
+    server: str | None = None,
+    batch_size: int = 8,
+    overlay_format: str = "jpg",
+    overwrite: bool = False,
+    timeout_s: float = 600.0,
+    settings: Settings | None = None,
+    progress: bool | None = None,
+) -> int:
+    """The whole `span scan`: returns the exit status (0 all analysed or skipped, 1 anything failed,
+    2 nothing to scan, 130 interrupted)."""
+    from service.settings import get_settings
+
+    settings = settings or get_settings()
+    out_dir = Path(out_dir)
+    inputs = collect_inputs(paths, out_dir)
+    if not any(item.error is None for item in inputs):
+        print("span scan: no image files found in " + ", ".join(map(repr, paths)), file=sys.stderr)
+        return 2
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = _now()
+    try:
+        backend: Backend = (ServerBackend(server, batch_size=batch_size, timeout_s=timeout_s) if server
+                            else LocalBackend(settings))
+    except ScanFailure as exc:
+        print(f"span scan: {exc.message}", file=sys.stderr)
+        return 1
+    except ManifestError as exc:
+        print(f"span scan: cannot use the local model: {exc}", file=sys.stderr)
+        return 1
+    if backend.model.get("trained") is False:
+        print("span scan: WARNING: the model is UNTRAINED (random weights); its heatmaps and scores "
+              "carry no evidence", file=sys.stderr)
+    finished: dict[ScanInput, Outcome] = {}
+    interrupted = lost_server = False
+    try:
+        run_scan(inputs, out_dir, backend, settings, overlay_format=overlay_format,
+                 overwrite=overwrite, progress=progress, outcomes=finished)
+    except ScanFailure as exc:   # the server went away mid-scan: keep what is done, say so
+        print(f"span scan: {exc.message}; run again to resume", file=sys.stderr)
+        interrupted, lost_server = True, True
+    except KeyboardInterrupt:
+        print("span scan: interrupted; run the same command again to resume", file=sys.stderr)
+        interrupted = True
+    finally:
+        backend.close()
+    # Input order; after an interruption, only the images that were dealt with.
+    outcomes = [finished[item] for item in inputs if item in finished]
+    csv_path, json_path = write_summary(out_dir, outcomes, model=backend.model, backend=backend.description,
+                                        started=started, interrupted=interrupted)
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("ok", "skipped", "failed")}
+    print(f"{len(inputs)} input(s): {counts['ok']} analysed, {counts['skipped']} already done, "
+          f"{counts['failed']} failed. Summary: {csv_path} and {json_path}", file=sys.stderr)
+    if counts["failed"] or lost_server:
+        return 1
+    return 130 if interrupted else 0
+
