@@ -50,12 +50,18 @@ let lastThreshold = 0.5;
 
 // ---------------------------------------------------------------- model information
 
-async function loadModelInfo() {
+async function loadModelInfo(attempt = 0) {
   const info = $("#model-info");
   try {
     const response = await fetch(API.model, { headers: { Accept: "application/json" } });
     const body = await readJson(response);
+    if (response.status === 503 && attempt < 60) {   // still loading or warming up: ask again shortly
+      info.textContent = "Model loading…";
+      setTimeout(() => loadModelInfo(attempt + 1), 2000);
+      return;
+    }
     if (!response.ok) throw new Error(errorMessage(body, response));
+    $("#model-error").hidden = true;
     showModel(body);
   } catch (err) {
     info.textContent = "Model information unavailable.";
@@ -78,7 +84,7 @@ function showModel(model) {
   if (sha) info.title = `ONNX sha256 ${sha}`;
   if (typeof model.threshold === "number") lastThreshold = model.threshold;
   if (model.trained === false) {
-    if (model.status) $("#untrained-detail").textContent = `The server says: “${model.status}”.`;
+    if (model.status) $("#untrained-detail").textContent = `The server reports: “${model.status}”.`;
     $("#untrained-banner").hidden = false;
   }
 }
