@@ -71,6 +71,29 @@ def canvas_pixels(page, card, points: np.ndarray) -> np.ndarray:
     return np.array(values, dtype=np.int16)
 
 
+def test_keyboard_reaches_the_picker_and_a_dropped_file_is_analysed(page, live_server):
+    page.goto(live_server + "/")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "file-input"  # the picker, first in tab order
+    # A real drop event (a DataTransfer holding a file) on the drop zone. The file is not an image,
+    # so the server answers at once, without running the model.
+    with page.expect_response(lambda response: "/v1/localize" in response.url) as response:
+        page.locator("#drop-zone").evaluate(
+            """zone => {
+                const data = new DataTransfer();
+                data.items.add(new File(["%PDF-1.4 not an image"], "dropped.png", { type: "image/png" }));
+                for (const type of ["dragenter", "dragover", "drop"]) {
+                    zone.dispatchEvent(new DragEvent(type, { dataTransfer: data, bubbles: true, cancelable: true }));
+                }
+            }"""
+        )
+    assert response.value.status == 415
+    card = page.locator("article.result", has=page.get_by_role("heading", name="dropped.png"))
+    sync_api.expect(card.get_by_role("alert")).to_contain_text(response.value.json()["error"]["message"])
+    sync_api.expect(page.get_by_test_id("status")).to_contain_text("dropped.png: not analysed")
+    assert page.problems == []
+
+
 def test_upload_shows_overlay_score_metadata_and_rejects_a_fake(page, live_server, tmp_path):
     model = httpx.get(f"{live_server}/v1/model").json()
     answers: dict[str, dict] = {}   # what the server told the page, by file name

@@ -193,6 +193,7 @@ function createCard(file) {
 
 function removeCard(card) {
   for (const url of card.view.urls) URL.revokeObjectURL(url);
+  if (card.view.photo) card.view.photo.close();   // decoded photos are large: free them now
   card.remove();
   if (!document.querySelector(".result")) $("#clear-all").hidden = true;
 }
