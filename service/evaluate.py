@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from service.render import colorize  # the colour map analysts see in the web page and overlays
+
 Heatmap = np.ndarray  # float32 [H, W] in 0..1
 Predict = Callable[[np.ndarray], Heatmap]  # RGB uint8 [H, W, 3] -> heatmap
 
@@ -378,7 +380,7 @@ class Grid:
         truth_tile = np.zeros(rgb.shape[:2], np.uint8) if truth is None else truth.astype(np.uint8) * 255
         images = [Image.fromarray(rgb), Image.fromarray(truth_tile)]
         blank = np.zeros(rgb.shape[:2], np.float32)
-        images += [Image.fromarray(_colour(heatmaps.get(name, blank))) for name in self.columns[2:]]
+        images += [Image.fromarray(colorize(heatmaps.get(name, blank))) for name in self.columns[2:]]
         thumbs = []
         for image in images:
             image.thumbnail(self.cell, Image.Resampling.BILINEAR)
@@ -399,15 +401,6 @@ class Grid:
                 canvas.paste(thumb, (column * (width + gap) + (width - thumb.width) // 2, top + caption + (height - thumb.height) // 2))
         path.parent.mkdir(parents=True, exist_ok=True)
         canvas.save(path, format="PNG")
-
-
-def _colour(heatmap: Heatmap) -> np.ndarray:
-    # A fixed black-red-yellow-white ramp: heat reads as heat without a plotting library.
-    value = np.clip(np.asarray(heatmap, dtype=np.float32), 0.0, 1.0)
-    red = np.clip(3 * value, 0, 1)
-    green = np.clip(3 * value - 1, 0, 1)
-    blue = np.clip(3 * value - 2, 0, 1)
-    return (np.stack([red, green, blue], axis=-1) * 255).astype(np.uint8)
 
 
 def evaluate_rows(

@@ -319,6 +319,19 @@ def test_cli_on_a_synthetic_manifest_writes_every_key_and_a_grid(tmp_path):
     assert report["results"]["span"]["by_dataset"]["alpha"]["image_auc"] is None  # alpha has no pristine row
     # The terminal table carries the same number as the report.
     assert f"{report['results']['ela']['pixel_auc']:.3f}" in done.stdout
+    # The model's score is the one the service answers for the same file.
+    from service.analysis import analyze_bytes
+    from service.engine import Engine
+    from service.settings import get_settings
+
+    engine = Engine.from_settings(get_settings())
+    try:
+        answer = analyze_bytes((tmp_path / "set" / "images" / "splice0.png").read_bytes(), engine, get_settings())
+    finally:
+        engine.close()
+    assert report["images"][0]["id"] == "splice0"
+    assert report["images"][0]["score"]["span"] == pytest.approx(answer.score, abs=1e-6)
+    assert report["model"]["sha256"] == engine.manifest.sha256
     picture = Image.open(grid)
     assert picture.width > 4 * 200 and picture.height > 3 * 150
 
