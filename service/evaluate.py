@@ -440,6 +440,8 @@ def evaluate_rows(
                 result.seconds[name] = time.perf_counter() - started
                 if heatmap.shape != (height, width):
                     raise RowError(f"{name} returned a {heatmap.shape} map for a {(height, width)} image")
+                if not np.isfinite(heatmap).all():
+                    raise RowError(f"{name} returned a map with NaN or infinite values")
                 heatmaps[name] = heatmap
                 result.scores[name] = float(image_score(heatmap))
                 if problem is None:
@@ -585,11 +587,14 @@ def run(
     except (ModelManifestError, EngineError) as error:
         raise EvaluationError(f"cannot load the model from {settings.model_dir}: {error}") from error
     grid = Grid(rows=grid_rows) if grid_path is not None else None
-    results, skipped, warnings = evaluate_rows(
-        selected, load_image=load_image, image_score=image_score, threshold=threshold,
-        methods={"span": engine.predict, "constant": constant_map, "ela": ela_map},
-        grid=grid, strict=strict, progress=progress,
-    )
+    try:
+        results, skipped, warnings = evaluate_rows(
+            selected, load_image=load_image, image_score=image_score, threshold=threshold,
+            methods={"span": engine.predict, "constant": constant_map, "ela": ela_map},
+            grid=grid, strict=strict, progress=progress,
+        )
+    finally:
+        engine.close()
     if not results:
         raise RowError(f"no row of {manifest} could be evaluated ({len(skipped)} skipped); first reason: "
                        f"{skipped[0]['reason'] if skipped else 'none'}")
@@ -603,7 +608,6 @@ def run(
             "engine": json.loads(settings.model_dump_json()),
         },
     )
-    engine.close()
     if out is not None:
         write_report(report, out)
     if grid is not None:

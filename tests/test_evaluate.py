@@ -264,6 +264,19 @@ def test_bad_rows_are_skipped_with_their_reason_or_fatal_when_strict(tmp_path):
                       threshold=0.5, strict=True, progress=False)
 
 
+def test_a_map_with_nan_skips_the_row_instead_of_poisoning_the_averages(tmp_path):
+    rows = read_benchmark_manifest(_synthetic_manifest(tmp_path / "set"))[:2]
+
+    def broken(rgb):
+        heatmap = ela_map(rgb)
+        heatmap[0, 0] = np.nan
+        return heatmap
+
+    results, skipped, _ = evaluate_rows(rows, load_image=_load, methods={"span": broken, "ela": ela_map},
+                                        image_score=lambda m: float(m.mean()), threshold=0.5, progress=False)
+    assert results == [] and len(skipped) == 2 and "NaN" in skipped[0]["reason"]
+
+
 def test_report_has_every_key_and_no_nan_even_when_undefined(tmp_path):
     manifest = _synthetic_manifest(tmp_path / "set")
     Image.new("L", Image.open(tmp_path / "set" / "masks" / "splice2.png").size, 255).save(
