@@ -123,11 +123,11 @@ def collect_inputs(arguments: Sequence[str], out_dir: Path | None = None) -> lis
 def _name_outputs(pairs: list[tuple[Path, Path]]) -> list[ScanInput]:
     if not pairs:
         return []
-    bases = {base.resolve() for _, base in pairs}
-    root = Path(os.path.commonpath([str(b) for b in bases]))
+    # Absolute but not resolved: a symlink inside a scanned folder keeps its place in the mirror.
+    root = os.path.commonpath([os.path.abspath(base) for _, base in pairs])
     keyed: dict[str, list[Path]] = {}
     for path, _ in pairs:
-        relative = path.resolve().relative_to(root)
+        relative = Path(os.path.relpath(os.path.abspath(path), root))
         keyed.setdefault(relative.with_suffix("").as_posix(), []).append(path)
     inputs = []
     for key, paths in keyed.items():
@@ -138,7 +138,7 @@ def _name_outputs(pairs: list[tuple[Path, Path]]) -> list[ScanInput]:
         seen: set[str] = set()
         for path in sorted(paths):
             unique = f"{key}_{path.suffix.lstrip('.').lower()}"
-            while unique in seen:
+            while unique in seen or unique in keyed:
                 unique += "_"
             seen.add(unique)
             inputs.append(ScanInput(path, unique))

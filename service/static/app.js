@@ -289,6 +289,12 @@ async function showAnswer(card, answer, photo, digest) {
   const canvas = field(card, "canvas");
   canvas.width = width;
   canvas.height = height;
+  // Thumbnails are enlarged by whole steps with sharp pixels, so a small map is still readable.
+  const zoom = Math.floor(480 / Math.max(width, height));
+  if (zoom > 1) {
+    canvas.style.width = `${width * zoom}px`;
+    canvas.classList.add("zoomed");
+  }
   if (!photo) {
     showNote(card, "This browser cannot display this image format, so only the heatmap is shown.");
     card.querySelector('[data-field="mode"][value="heatmap"]').click();
