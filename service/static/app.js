@@ -298,6 +298,7 @@ async function showAnswer(card, answer, photo, digest) {
   if (!photo) {
     showNote(card, "This browser cannot display this image format, so only the heatmap is shown.");
     card.querySelector('[data-field="mode"][value="heatmap"]').click();
+    for (const radio of card.querySelectorAll('[data-field="mode"]:not([value="heatmap"])')) radio.disabled = true;
   } else if (!sameAspect(photo, width, height)) {
     showNote(card, `The photo shown here is ${photo.width}×${photo.height} but the server analysed it as ` +
       `${width}×${height}; the overlay may not line up.`);
