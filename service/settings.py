@@ -90,6 +90,20 @@ class Settings(BaseSettings):
         0.5, ge=0.0, le=1.0, description="Decision threshold: a pixel counts as tampered at or above it."
     )
 
+    # --- connections (slow and idle clients) ------------------------------------------------
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="Longest time from a connection's opening (or its previous answer) to the end "
+        "of a request's headers; slower connections are closed (slowloris). uvicorn has no such limit itself."
+    )
+    body_timeout_s: float = Field(
+        120.0, gt=0, description="Longest time to receive one request's body, from the request's start; a "
+        "slower upload gets 408 and the connection is closed."
+    )
+    keep_alive_timeout_s: int = Field(
+        5, ge=1, description="An idle keep-alive connection is closed after this many seconds (uvicorn "
+        "timeout_keep_alive)."
+    )
+
     # --- shutdown ----------------------------------------------------------------------------
     shutdown_grace_s: float = Field(
         30.0, ge=0, description="On SIGTERM: how long in-flight requests may take to finish."
