@@ -22,6 +22,7 @@ import glob
 import io
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -566,6 +567,18 @@ def run_scan(
     return [outcomes[item] for item in inputs if item in outcomes]
 
 
+def _stop_on_sigterm():
+    """SIGTERM (a batch system or `docker stop`) ends the scan like Ctrl-C: the summary of what is
+    done is still written. Returns the previous handler, or None off the main thread."""
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, stop)
+    except ValueError:   # not the main thread: leave signals alone
+        return None
+
+
 def _decode_for_overlay(item: ScanInput, settings: Settings) -> np.ndarray:
     return decode_image(item.path.read_bytes(), max_pixels=settings.max_pixels, min_side=1).rgb
 
@@ -608,6 +621,7 @@ def scan(
               "carry no evidence", file=sys.stderr)
     finished: dict[ScanInput, Outcome] = {}
     interrupted = lost_server = False
+    previous_handler = _stop_on_sigterm()
     try:
         run_scan(inputs, out_dir, backend, settings, overlay_format=overlay_format,
                  overwrite=overwrite, progress=progress, outcomes=finished)
@@ -618,6 +632,8 @@ def scan(
         print("span scan: interrupted; run the same command again to resume", file=sys.stderr)
         interrupted = True
     finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
         backend.close()
     # Input order; after an interruption, only the images that were dealt with.
     outcomes = [finished[item] for item in inputs if item in finished]

@@ -9,6 +9,10 @@ import csv
 import io
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +26,7 @@ from service.decode import decode_image
 from service.manifest import load_manifest, sha256_file
 from service.scan import Outputs, collect_inputs
 from service.settings import get_settings
-from support import EXIF_SAMPLES
+from support import EXIF_SAMPLES, ROOT
 
 EXIF = EXIF_SAMPLES / "jpg"
 PHOTOS = {  # where it goes in the scanned folder <- which real photo
@@ -154,6 +158,31 @@ def test_interrupted_or_changed_work_is_redone(first_scan, tmp_path):
     replaced = np.asarray(Image.open(out / "nested/deeper/Canon_40D.heatmap.png"))
     assert replaced.shape == (68, 100)  # now the Canon photo's size, not the Fujifilm's
     assert (out / "Nikon_D70.result.json").is_file()
+
+
+def test_sigterm_stops_after_the_current_photo_and_writes_the_summary(tmp_path):
+    folder, out = make_folder(tmp_path), tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "service.cli", "scan", str(folder), "--out", str(out)],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.rglob("*.result.json")) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    if process.returncode in (0, 1):   # the machine was fast enough to finish before the signal
+        pytest.skip("the scan finished before it could be interrupted")
+    assert process.returncode == 130, output
+    assert "run the same command again to resume" in output
+    written = json.loads((out / "summary.json").read_text())
+    assert written["interrupted"] is True
+    done = [i for i in written["items"] if i["status"] == "ok"]
+    assert 1 <= len(done) < len(GOOD)
+    for item in done:
+        assert (out / item["heatmap"]).is_file() and (out / item["overlay"]).is_file()
+    assert not list(out.rglob("*.part"))   # no half-written file left behind
 
 
 def test_outputs_of_another_model_are_stale(first_scan):
