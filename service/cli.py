@@ -79,5 +79,17 @@ def scan(
                               overlay_format=overlay_format, overwrite=overwrite))
 
 
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on (0.0.0.0 for every interface)."),
+    port: int = typer.Option(8000, min=1, max=65535, help="TCP port."),
+    log_level: str = typer.Option("info", help="uvicorn log level: critical, error, warning, info, debug."),
+) -> None:
+    """Serve the REST API (settings from SPAN_* variables; see README "Configuration"). SIGTERM drains gracefully."""
+    from service.app import serve as run_server
+
+    run_server(host=host, port=port, log_level=log_level)
+
+
 if __name__ == "__main__":
     app()

@@ -26,7 +26,7 @@ EXIF_SAMPLES = SHARED_DATA / "photos" / "exif-samples"
 # (so an oversized upload is cheap to send) and a small working size (so test photos are quick).
 TEST_SERVER_ENV = {
     "SPAN_MAX_UPLOAD_BYTES": str(8 * 1024 * 1024),
-    "SPAN_MAX_WORKING_PIXELS": str(512 * 512),
+    "SPAN_MAX_WORKING_PIXELS": str(256 * 256),
 }
 
 
