@@ -527,17 +527,14 @@ def _add_routes(app: FastAPI, service: Service) -> None:
         ),
     ) -> Response:
         engine = service.check_accepting()
-        want = format or ("json" if "application/json" in request.headers.get("accept", "").lower() else "png")
+        want = format or _preferred_format(request.headers.get("accept", ""))
         data = await _read_one_image(request)
         try:
             analysis = await analyze_bytes_async(
                 data, engine, settings, keep_photo=want == "overlay", decode_slots=service.decode_slots
             )
-        except InputError as exc:
-            metrics.image_done(exc.code)
-            raise
-        except Overloaded:
-            metrics.image_done("overloaded")
+        except (InputError, EngineError) as exc:
+            metrics.image_done(_item_error(exc)[0])
             raise
         metrics.image_done()
         return await asyncio.to_thread(_render_answer, analysis, want)
@@ -558,9 +555,11 @@ def _add_routes(app: FastAPI, service: Service) -> None:
         # At most 2 batches' worth of this request's images in flight, so one scan cannot fill the queue.
         slots = asyncio.Semaphore(max(2, 2 * settings.max_batch_size))
 
-        async def one(index: int, filename: str | None, data: bytes) -> dict:
+        async def one(index: int, upload: UploadFile) -> dict:
+            filename = upload.filename
             async with slots:
                 try:
+                    data = await upload.read()  # spooled to disk by the parser; read only when its turn comes
                     analysis = await analyze_bytes_async(
                         data, engine, settings, wait=True, decode_slots=service.decode_slots
                     )
@@ -572,7 +571,7 @@ def _add_routes(app: FastAPI, service: Service) -> None:
             answer = await asyncio.to_thread(analysis.as_json, include_heatmap=include_heatmap)
             return {"index": index, "filename": filename, **answer}
 
-        results = await asyncio.gather(*(one(i, name, data) for i, (name, data) in enumerate(items)))
+        results = await asyncio.gather(*(one(i, upload) for i, upload in enumerate(items)))
         return JSONResponse(list(results))
 
     @app.get("/v1/model", summary="The model being served", response_model=ModelDescription, responses={503: _ERRORS[503]})
@@ -629,9 +628,29 @@ def _render_answer(analysis: Analysis, want: str) -> Response:
     return Response(heatmap_png(analysis.heatmap), media_type="image/png", headers=headers)
 
 
+def _preferred_format(accept: str) -> str:
+    """JSON when the Accept header ranks application/json above image/png; the PNG otherwise."""
+    quality = {}
+    for part in accept.lower().split(","):
+        media, _, params = part.strip().partition(";")
+        q = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        quality[media.strip()] = max(q, quality.get(media.strip(), 0.0))
+    json_q = quality.get("application/json", 0.0)
+    return "json" if json_q > 0 and json_q > quality.get("image/png", 0.0) else "png"
+
+
 def _item_error(exc: Exception) -> tuple[str, str]:
     if isinstance(exc, InputError):
         return exc.code, exc.message
+    if isinstance(exc, Overloaded):
+        return "overloaded", str(exc)
     if isinstance(exc, InferenceTimeout):
         return "timeout", str(exc)
     if isinstance(exc, EngineStopped):
@@ -649,7 +668,7 @@ async def _read_one_image(request: Request) -> bytes:
     return await request.body()
 
 
-async def _read_many_images(request: Request, limit: int) -> list[tuple[str | None, bytes]]:
+async def _read_many_images(request: Request, limit: int) -> list[UploadFile]:
     if not _is_multipart(request):
         raise InputError(422, "not_multipart", "POST /v1/scan takes multipart/form-data with repeated `images` fields")
     form = await _parse_form(request, max_files=limit + 1)
@@ -658,7 +677,7 @@ async def _read_many_images(request: Request, limit: int) -> list[tuple[str | No
         raise InputError(422, "missing_images", "multipart request without file fields named `images`")
     if len(uploads) > limit:
         raise InputError(413, "too_many_images", f"{len(uploads)} images in one request; the limit is {limit}")
-    return [(u.filename, await u.read()) for u in uploads]
+    return uploads
 
 
 async def _parse_form(request: Request, max_files: int):

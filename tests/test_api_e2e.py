@@ -125,6 +125,17 @@ def test_json_answer_via_accept_header_and_raw_body(api):
     assert (meta["original_width"], meta["original_height"]) == (600, 450)
 
 
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [("", "png"), ("*/*", "png"), ("application/json", "json"), ("image/png, application/json;q=0.5", "png"),
+     ("application/json, image/png;q=0.9", "json"), ("text/html,*/*;q=0.8", "png")],
+)
+def test_accept_header_negotiation(accept, expected):
+    from service.app import _preferred_format
+
+    assert _preferred_format(accept) == expected
+
+
 def test_overlay_is_a_jpeg_of_the_displayed_photo(api):
     path = ORIENTATION / "landscape_8.jpg"
     response = api.post("/v1/localize?format=overlay", files={"image": (path.name, path.read_bytes())})
