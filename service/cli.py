@@ -35,6 +35,39 @@ def export(
 
 
 @app.command()
+def bench(
+    out: Path = typer.Option(None, "--out", "-o", help="Markdown file whose generated block to rewrite, "
+                             "e.g. docs/performance.md (the prose around the block is kept)."),
+    json_out: Path = typer.Option(None, "--json", help="Also write the raw figures as JSON here."),
+    sizes: list[str] = typer.Option(["512x512", "1024x768", "12mp", "50mp"], "--size",
+                                    help="Input sizes (repeat): 512x512, 1024x768, 12mp, 50mp or WIDTHxHEIGHT."),
+    repeats: int = typer.Option(8, min=1, help="Timed runs per engine/torch row (after one warm-up)."),
+    requests: int = typer.Option(8, min=1, help="HTTP requests per concurrency level (at least 2 per client)."),
+    concurrency: list[int] = typer.Option([1, 4, 16], "--clients", help="Concurrent HTTP clients (repeat)."),
+    max_seconds: float = typer.Option(60.0, help="Stop a row's timed runs after this long (at least 3 runs)."),
+    model_dir: Path = typer.Option(None, help="Weights folder to measure [default: weights/]."),
+    torch_rows: bool = typer.Option(True, "--torch/--no-torch", help="Measure torch eager (needs the train extra)."),
+    http: bool = typer.Option(True, "--http/--no-http", help="Measure the HTTP service end to end."),
+    levers: bool = typer.Option(True, "--levers/--no-levers", help="Measure the levers (bench/levers.py)."),
+) -> None:
+    """Speed and memory: torch eager, the ORT engine, HTTP with 1/4/16 clients; FLOPs; levers (docs/performance.md)."""
+    import shlex
+    import sys
+
+    from service.settings import REPO_ROOT
+
+    if not (REPO_ROOT / "bench" / "bench.py").is_file():
+        raise typer.BadParameter("bench/ is part of the source checkout, not of an installed package")
+    sys.path.insert(0, str(REPO_ROOT))
+    from bench.bench import main as run_bench  # torch is imported only by the torch rows' child processes
+
+    command = "span bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    run_bench(out=out, json_out=json_out, sizes=sizes, repeats=repeats, requests=requests,
+              concurrency=concurrency, max_seconds=max_seconds, model_dir=model_dir, torch_rows=torch_rows,
+              http=http, levers=levers, command=command.strip())
+
+
+@app.command()
 def evaluate(
     manifest: Path = typer.Argument(..., help="Benchmark manifest CSV (id,image,mask,dataset,kind,width,height,"
                                     "tampered_fraction,license; paths relative to its folder)."),
