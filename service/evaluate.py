@@ -14,7 +14,7 @@ docs/evaluation.md; the short version:
 
 ROC-AUC is implemented here (exact, rank-based, ties count one half) rather than
 taken from scikit-learn: it is a dozen lines of numpy, and scikit-learn plus scipy
-would add ~100 MB to a runtime that is meant to stay lean.
+would add on the order of 100 MB to a runtime that is meant to stay lean.
 """
 from __future__ import annotations
 
@@ -40,7 +40,6 @@ Predict = Callable[[np.ndarray], Heatmap]  # RGB uint8 [H, W, 3] -> heatmap
 REQUIRED_COLUMNS = ("id", "image", "mask", "dataset", "kind", "width", "height", "tampered_fraction", "license")
 PIXEL_KEYS = ("pixel_auc", "pixel_f1_fixed", "pixel_f1_best", "pixel_iou", "pixel_mcc")
 INVERSE_KEYS = tuple(f"{key}_inv" for key in PIXEL_KEYS)
-IMAGE_KEYS = ("image_auc", "image_bacc")
 METHODS = ("span", "constant", "ela")
 
 # Error-level analysis recipe (docs/evaluation.md). Quality 90 is the customary ELA setting.
