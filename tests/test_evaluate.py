@@ -264,6 +264,28 @@ def test_bad_rows_are_skipped_with_their_reason_or_fatal_when_strict(tmp_path):
                       threshold=0.5, strict=True, progress=False)
 
 
+def test_masks_follow_the_photo_as_displayed_after_exif_orientation(tmp_path):
+    """landscape_6.jpg is stored 450x600 with EXIF orientation 6: shown (and analysed) as 600x450."""
+    from service.decode import decode_image
+
+    photo = SHARED / "photos" / "exif-samples" / "jpg" / "orientation" / "landscape_6.jpg"
+    (tmp_path / "photo.jpg").write_bytes(photo.read_bytes())
+    for name, size in (("displayed.png", (600, 450)), ("stored.png", (450, 600))):
+        mask = Image.new("L", size)
+        mask.paste(255, (10, 10, 100, 100))
+        mask.save(tmp_path / name)
+    manifest = _write_manifest(tmp_path / "manifest.csv", [
+        _row("displayed", "photo.jpg", "displayed.png", size=(600, 450)),
+        _row("stored", "photo.jpg", "stored.png", size=(600, 450)),
+    ])
+    results, skipped, warnings = evaluate_rows(
+        read_benchmark_manifest(manifest), load_image=lambda path: decode_image(path.read_bytes(), max_pixels=10**8).rgb,
+        methods={"ela": ela_map}, image_score=lambda m: float(m.max()), threshold=0.5, progress=False)
+    assert [result.row.id for result in results] == ["displayed"] and warnings == []
+    assert skipped[0]["id"] == "stored"
+    assert "mask size 450x600 differs from image size 600x450 (image after EXIF orientation)" in skipped[0]["reason"]
+
+
 def test_a_map_with_nan_skips_the_row_instead_of_poisoning_the_averages(tmp_path):
     rows = read_benchmark_manifest(_synthetic_manifest(tmp_path / "set"))[:2]
 
