@@ -66,9 +66,13 @@ class RowError(EvaluationError, ValueError):
 
 def _grouped_counts(scores: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Positives and negatives at each distinct score, distinct scores in ascending order."""
-    _, inverse, totals = np.unique(np.asarray(scores).ravel(), return_inverse=True, return_counts=True)
-    positives = np.bincount(inverse, weights=np.asarray(truth, dtype=bool).ravel(), minlength=totals.size)
-    return positives, totals - positives
+    values = np.asarray(scores).ravel()
+    order = np.argsort(values)  # one sort per map; ties are grouped below, so stability is not needed
+    ordered = values[order]
+    last_of_group = np.flatnonzero(np.append(ordered[1:] != ordered[:-1], True))
+    positives = np.diff(np.cumsum(np.asarray(truth, dtype=bool).ravel()[order])[last_of_group], prepend=0)
+    totals = np.diff(last_of_group + 1, prepend=0)
+    return positives.astype(np.float64), (totals - positives).astype(np.float64)
 
 
 def _auc_from_counts(positives: np.ndarray, negatives: np.ndarray) -> float | None:
