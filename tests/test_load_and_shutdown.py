@@ -1,0 +1,227 @@
+"""Load, overload, slow clients and SIGTERM against a real server with small limits.
+
+One server for the module, configured so each behaviour is cheap to provoke: a queue of
+2 images, 64x64 working size, 1 s Retry-After, short header/body timeouts, 2 s drain
+delay. The SIGTERM test stops it, so it runs last. Load figures are printed, not asserted
+(speed belongs to bench/load.py); what is asserted is behaviour: no lost request, no 5xx
+other than 503-with-Retry-After, 503s faster than any inference, recovery, a clean exit.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import select
+import signal
+import socket
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+from support import ROOT, running_server
+
+sys.path.insert(0, str(ROOT))
+from bench.load import run_load, sample_jpeg  # noqa: E402
+
+QUEUE_SIZE = 2
+HEADER_TIMEOUT_S = 3.0
+BODY_TIMEOUT_S = 6.0
+DRAIN_DELAY_S = 2.0
+GRACE_S = 30.0
+SERVER_ENV = {
+    "SPAN_QUEUE_SIZE": str(QUEUE_SIZE),
+    "SPAN_MAX_BATCH_SIZE": "2",
+    "SPAN_MAX_WORKING_PIXELS": str(64 * 64),
+    "SPAN_RETRY_AFTER_S": "1",
+    "SPAN_MAX_UPLOAD_BYTES": str(4 * 1024 * 1024),
+    "SPAN_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
+    "SPAN_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
+    "SPAN_DRAIN_DELAY_S": str(DRAIN_DELAY_S),
+    "SPAN_SHUTDOWN_GRACE_S": str(GRACE_S),
+}
+IMAGE = sample_jpeg(64, 48)
+
+
+@pytest.fixture(scope="module")
+def server():
+    with running_server(SERVER_ENV) as process:
+        yield process
+
+
+def port_of(server) -> int:
+    return int(server.url.rsplit(":", 1)[1])
+
+
+def metric(server, name: str) -> float:
+    text = httpx.get(server.url + "/metrics", timeout=10).text
+    values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " ") or
+              line.startswith(name + "{")]
+    return sum(values)
+
+
+def localize(url: str, body: bytes = IMAGE, timeout: float = 120) -> httpx.Response:
+    return httpx.post(url + "/v1/localize?format=json", content=body, timeout=timeout)
+
+
+def test_load_within_capacity_loses_nothing(server):
+    """As many clients as the queue holds: every request answered 200, none lost."""
+    report = asyncio.run(run_load(server.url, IMAGE, clients=QUEUE_SIZE, requests=8, duration_s=90,
+                                  path="/v1/localize?format=json"))
+    print("\nload within capacity:", json.dumps(report.as_json()))
+    assert report.transport_errors == {}
+    assert report.other_5xx == 0
+    assert report.sent == report.ok + report.rejected_503
+    assert report.ok >= 1
+    # A client only sends its next request after its answer, so the queue never overflows here.
+    assert report.rejected_503 == 0, report.statuses
+
+
+def test_overload_gives_fast_503s_with_retry_after_then_recovers(server):
+    rejections_before = metric(server, "span_queue_rejections_total")
+    report = asyncio.run(run_load(server.url, IMAGE, clients=6 * QUEUE_SIZE, requests=36, duration_s=90,
+                                  path="/v1/localize?format=json"))
+    print("\noverload:", json.dumps(report.as_json()))
+    assert report.transport_errors == {}
+    assert report.other_5xx == 0, report.statuses
+    assert set(report.statuses) <= {"200", "503"}, report.statuses
+    assert report.ok >= QUEUE_SIZE
+    assert report.rejected_503 >= 1
+    assert report.rejected_503_with_retry_after == report.rejected_503
+    # Fast: refusing takes less than the quickest inference (and well under a second).
+    assert report.latency_503_s["p99"] < max(1.0, report.latency_ok_s["p50"])
+    assert metric(server, "span_queue_rejections_total") - rejections_before >= report.rejected_503
+    # Recovery: once the burst is over the queue is empty and requests succeed again.
+    deadline = time.monotonic() + 30
+    while metric(server, "span_queue_depth") > 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert metric(server, "span_queue_depth") == 0
+    assert httpx.get(server.url + "/health/ready", timeout=10).status_code == 200
+    for _ in range(2):
+        assert localize(server.url).status_code == 200
+
+
+class _SlowClients:
+    """Sockets that trickle one byte at a time: slowloris headers, or bodies far slower than declared."""
+
+    def __init__(self, port: int, headers: int, bodies: int):
+        self.sockets: dict[socket.socket, dict] = {}
+        for i in range(headers + bodies):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            sock.setblocking(False)
+            if i < headers:
+                pending = b"POST /v1/localize HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 10_000
+            else:
+                sock.sendall(b"POST /v1/localize HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
+                             b"Content-Length: 1000000\r\n\r\n")
+                pending = b"\xff" * 1_000_000
+            self.sockets[sock] = {"kind": "header" if i < headers else "body", "pending": pending,
+                                  "opened": time.monotonic(), "closed": None, "reply": b""}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._trickle, daemon=True)
+        self._thread.start()
+
+    def _trickle(self) -> None:
+        while not self._stop.wait(0.25):
+            for sock, state in self.sockets.items():
+                if state["closed"] is not None:
+                    continue
+                try:
+                    readable, _, _ = select.select([sock], [], [], 0)
+                    if readable:
+                        data = sock.recv(65536)
+                        state["reply"] += data
+                        if not data:
+                            raise ConnectionResetError
+                    sock.send(state["pending"][:1])
+                    state["pending"] = state["pending"][1:]
+                except (BlockingIOError, InterruptedError):
+                    pass
+                except OSError:
+                    state["closed"] = time.monotonic() - state["opened"]
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for sock in self.sockets:
+            sock.close()
+
+    def states(self, kind: str) -> list[dict]:
+        return [s for s in self.sockets.values() if s["kind"] == kind]
+
+
+def test_slow_clients_do_not_starve_others_and_are_cut_off(server):
+    slow = _SlowClients(port_of(server), headers=20, bodies=20)
+    try:
+        started = time.monotonic()
+        answers = [localize(server.url, timeout=60) for _ in range(3)]
+        served_in = time.monotonic() - started
+        print(f"\n3 requests beside 40 slow clients: {served_in:.1f} s")
+        assert [a.status_code for a in answers] == [200, 200, 200]
+        # Every slow client is cut off by the server: headers after the header timeout,
+        # bodies with a JSON 408 after the body timeout.
+        deadline = time.monotonic() + max(HEADER_TIMEOUT_S, BODY_TIMEOUT_S) + 10
+        while time.monotonic() < deadline and any(s["closed"] is None for s in slow.sockets.values()):
+            time.sleep(0.2)
+    finally:
+        slow.stop()
+    headers, bodies = slow.states("header"), slow.states("body")
+    assert all(s["closed"] is not None for s in headers), "slowloris headers were never cut off"
+    assert max(s["closed"] for s in headers) < HEADER_TIMEOUT_S + 5
+    assert all(s["closed"] is not None for s in bodies), "slow bodies were never cut off"
+    assert max(s["closed"] for s in bodies) < BODY_TIMEOUT_S + 5
+    for state in bodies:
+        assert state["reply"].startswith(b"HTTP/1.1 408"), state["reply"][:200]
+        assert b'"request_timeout"' in state["reply"]
+    assert httpx.get(server.url + "/health/ready", timeout=10).status_code == 200
+
+
+def test_sigterm_under_load_completes_accepted_work_and_exits_in_time(server):
+    """Runs last: SIGTERM while requests are in flight (one still uploading)."""
+    results: dict[str, httpx.Response | Exception] = {}
+
+    def call(name: str, **kwargs) -> None:
+        try:
+            results[name] = httpx.post(server.url + "/v1/localize?format=json", timeout=120, **kwargs)
+        except Exception as exc:  # recorded and asserted below
+            results[name] = exc
+
+    def slow_body():
+        for i in range(0, len(IMAGE), len(IMAGE) // 8 + 1):
+            time.sleep(0.4)
+            yield IMAGE[i : i + len(IMAGE) // 8 + 1]
+
+    # One request in the queue and one still uploading: as many as the queue admits.
+    threads = [threading.Thread(target=call, args=("queued",), kwargs={"content": IMAGE})]
+    threads.append(threading.Thread(target=call, args=("uploading",), kwargs={"content": slow_body()}))
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 30
+    while metric(server, "span_queue_depth") < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert metric(server, "span_queue_depth") >= 1, "no request reached the queue"
+
+    server.process.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    ready = httpx.get(server.url + "/health/ready", timeout=10)
+    refused = localize(server.url, timeout=10)
+    assert ready.status_code == 503 and "draining" in ready.json()["error"]["message"]
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "shutting_down"
+    assert "retry-after" in refused.headers
+
+    for thread in threads:
+        thread.join(GRACE_S + DRAIN_DELAY_S + 30)
+    code = server.process.wait(GRACE_S + DRAIN_DELAY_S + 30)
+    exited_in = time.monotonic() - signalled
+    print(f"\nSIGTERM: accepted requests done, exit {code} after {exited_in:.1f} s")
+    for name, answer in results.items():
+        assert isinstance(answer, httpx.Response), f"{name}: {answer!r}"
+        assert answer.status_code == 200, f"{name}: {answer.status_code} {answer.text[:200]}"
+        assert answer.json()["width"] == 64
+    assert len(results) == 2
+    # uvicorn re-raises the signal it handled once shutdown is complete: -SIGTERM is a clean exit.
+    assert code in (0, -signal.SIGTERM), server.log()[-3000:]
+    assert "Application shutdown complete" in server.log()
+    assert exited_in < DRAIN_DELAY_S + GRACE_S
+    assert "Traceback" not in server.log()
