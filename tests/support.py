@@ -58,8 +58,11 @@ class ServerProcess:
 
 
 @contextmanager
-def running_server(env: dict[str, str] | None = None, ready_timeout: float = 180) -> Iterator[ServerProcess]:
-    """Start `python -m service.cli serve` on a free port, wait until /health/ready is 200, stop it after."""
+def running_server(
+    env: dict[str, str] | None = None, ready_timeout: float = 180, wait_for: str = "/health/ready"
+) -> Iterator[ServerProcess]:
+    """Start `python -m service.cli serve` on a free port, wait until `wait_for` answers 200
+    (/health/live: as soon as the process listens), stop it (SIGTERM) after."""
     port = free_port()
     log_file = tempfile.NamedTemporaryFile(prefix="span-serve-", suffix=".log", delete=False)
     process = subprocess.Popen(
@@ -76,13 +79,13 @@ def running_server(env: dict[str, str] | None = None, ready_timeout: float = 180
             if process.poll() is not None:
                 raise RuntimeError(f"span serve exited with {process.returncode}:\n{server.log()}")
             try:
-                if httpx.get(server.url + "/health/ready", timeout=2).status_code == 200:
+                if httpx.get(server.url + wait_for, timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"span serve not ready after {ready_timeout} s:\n{server.log()}")
-            time.sleep(0.2)
+                raise RuntimeError(f"span serve: no 200 from {wait_for} after {ready_timeout} s:\n{server.log()}")
+            time.sleep(0.05)
         yield server
     finally:
         server.terminate()

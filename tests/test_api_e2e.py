@@ -255,10 +255,19 @@ def test_metrics_count_what_happened(api, metrics_before):
 
 
 # ------------------------------------------------------------------ overload and shutdown (own server)
-def test_full_queue_is_503_and_sigterm_drains(tmp_path):
+def test_warm_up_then_full_queue_503_then_sigterm_drains():
     env = {"SPAN_QUEUE_SIZE": "1", "SPAN_DRAIN_DELAY_S": "2", "SPAN_MAX_WORKING_PIXELS": str(256 * 256)}
     photo = (EXIF_SAMPLES / "jpg" / "exif-org" / "fujifilm-dx10.jpg").read_bytes()
-    with running_server(env) as server, httpx.Client(base_url=server.url, timeout=TIMEOUT) as client:
+    with running_server(env, wait_for="/health/live") as server, httpx.Client(base_url=server.url, timeout=TIMEOUT) as client:
+        # Live at once; ready only after the warm-up inference, and no image work before that.
+        warming = client.get("/health/ready")
+        _error(warming, 503, "not_ready")
+        assert "warm" in warming.json()["error"]["message"]
+        _error(client.post("/v1/localize", content=photo), 503, "not_ready")
+        deadline = time.monotonic() + TIMEOUT
+        while client.get("/health/ready").status_code != 200:
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.1)
         first: dict = {}
         worker = threading.Thread(target=lambda: first.update(r=client.post("/v1/localize", content=photo)))
         worker.start()
