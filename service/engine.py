@@ -334,8 +334,12 @@ def create_session(model_path: Path, providers: list[str], intra_op_threads: int
     wanted = [p for p in providers if p in available] or ["CPUExecutionProvider"]
     if "CPUExecutionProvider" not in wanted:
         wanted.append("CPUExecutionProvider")
+    # Photos come in every size, so cuDNN's default exhaustive algorithm search would re-run
+    # (seconds) for each new shape; the heuristic choice is immediate and close in speed.
+    per_provider = {"CUDAExecutionProvider": {"cudnn_conv_algo_search": "HEURISTIC"}}
+    requested = [(p, per_provider[p]) if p in per_provider else p for p in wanted]
     try:
-        session = ort.InferenceSession(str(model_path), options, providers=wanted)
+        session = ort.InferenceSession(str(model_path), options, providers=requested)
     except Exception as exc:  # e.g. CUDA libraries present in the wheel but no driver
         log.warning("providers %s failed (%s); falling back to CPUExecutionProvider", wanted, exc)
         session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
