@@ -171,7 +171,7 @@ def export_weights(
     out_dir: str | Path,
     *,
     checkpoint: str | Path | None = None,
-    preset: str = "pooled",
+    preset: str = "slim",
     config: SpanConfig | None = None,
     seed: int = 0,
     command: str = "span export",

@@ -20,7 +20,7 @@ def export(
     checkpoint: Path = typer.Option(None, help="Training checkpoint (Span.checkpoint() dict). "
                                     "Without one: an UNTRAINED random initialisation."),
     out: Path = typer.Option(Path(__file__).resolve().parents[1] / "weights", help="Directory to write."),
-    preset: str = typer.Option("pooled", help="Layout for the untrained initialisation: reference, pooled, slim."),
+    preset: str = typer.Option("slim", help="Layout for the untrained initialisation: reference, pooled, slim."),
     seed: int = typer.Option(0, help="Seed of the untrained initialisation."),
 ) -> None:
     """Export ONNX + torch weights + manifest into weights/, after checking ORT parity with torch."""
