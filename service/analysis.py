@@ -14,12 +14,14 @@ import asyncio
 import base64
 import math
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.decode import DecodedImage, ImageMetadata, decode_image
-from service.engine import Engine
+from service.decode import DecodedImage, ImageMetadata, decode_image, declared_pixels
+from service.engine import Engine, Overloaded
 from service.render import heatmap_png
 from service.settings import Settings
 
@@ -97,6 +99,39 @@ def analyze_bytes(data: bytes, engine: Engine, settings: Settings, *, keep_photo
     return _finish(decoded, heatmap, engine, settings, timings, keep_photo)
 
 
+class PixelBudget:
+    """Bounds the decoded pixels held by images in flight, from decoding to their heatmap.
+
+    The queue bounds how many images wait; without this, each of them could hold a photo
+    at the pixel limit (a 200 KB PNG can declare 80 M pixels, about 1.6 GB decoded and
+    analysed), so a handful of small uploads could exhaust memory. Each image reserves its
+    header's width x height before it is decoded and releases it once its map is made.
+    """
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.held = 0
+        self._changed = asyncio.Condition()
+
+    @asynccontextmanager
+    async def hold(self, pixels: int, *, wait: bool, retry_after_s: int) -> AsyncIterator[None]:
+        pixels = min(pixels, self.limit)  # one photo at the limit always fits when alone
+        async with self._changed:
+            if not wait and self.held + pixels > self.limit:
+                error = Overloaded(retry_after_s)
+                error.args = (f"too many image pixels in flight ({self.held} held, limit {self.limit}); "
+                              f"retry in {retry_after_s} s",)
+                raise error
+            await self._changed.wait_for(lambda: self.held + pixels <= self.limit)
+            self.held += pixels
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.held -= pixels
+                self._changed.notify_all()
+
+
 async def analyze_bytes_async(
     data: bytes,
     engine: Engine,
@@ -105,12 +140,27 @@ async def analyze_bytes_async(
     keep_photo: bool = False,
     wait: bool = False,
     decode_slots: asyncio.Semaphore | None = None,
+    pixel_budget: PixelBudget | None = None,
 ) -> Analysis:
     """The same through the engine's queue and batcher; decoding runs in a worker thread.
 
     wait: see Engine.submit (False: Overloaded at once when the queue is full).
     decode_slots: bounds how many images are decoded at once (memory).
+    pixel_budget: bounds the decoded pixels held by images in flight (memory); with
+    wait=False a full budget raises Overloaded at once, like a full queue.
     """
+    if pixel_budget is None:
+        return await _analyze_async(data, engine, settings, keep_photo, wait, decode_slots)
+    pixels = await asyncio.to_thread(declared_pixels, data)
+    pixels = pixels if pixels <= settings.max_pixels else 0  # refused from the header, never decoded
+    async with pixel_budget.hold(pixels, wait=wait, retry_after_s=settings.retry_after_s):
+        return await _analyze_async(data, engine, settings, keep_photo, wait, decode_slots)
+
+
+async def _analyze_async(
+    data: bytes, engine: Engine, settings: Settings, keep_photo: bool, wait: bool,
+    decode_slots: asyncio.Semaphore | None,
+) -> Analysis:
     timings: dict = {}
     started = time.perf_counter()
     if decode_slots is None:

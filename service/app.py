@@ -27,7 +27,7 @@ from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
-from service.analysis import Analysis, analyze_bytes_async
+from service.analysis import Analysis, PixelBudget, analyze_bytes_async
 from service.decode import ALLOWED_FORMATS, InputError
 from service.engine import Engine, EngineError, EngineStopped, InferenceTimeout, Overloaded
 from service.render import heatmap_png, overlay_jpeg
@@ -48,6 +48,7 @@ class Service:
         self.draining = False
         self.warm_error: str | None = None
         self.decode_slots: asyncio.Semaphore | None = None
+        self.pixel_budget: PixelBudget | None = None
 
     def begin_drain(self) -> None:
         """Called on SIGTERM: readiness turns 503 and new work is refused; in-flight work goes on."""
@@ -388,6 +389,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         service.decode_slots = asyncio.Semaphore(settings.decode_workers)
+        service.pixel_budget = PixelBudget(max(settings.max_pixels_in_flight, settings.max_pixels))
         if service.engine is None:
             service.engine = await asyncio.to_thread(Engine.from_settings, settings)
         warm = asyncio.create_task(_warm(service))
@@ -531,7 +533,8 @@ def _add_routes(app: FastAPI, service: Service) -> None:
         data = await _read_one_image(request)
         try:
             analysis = await analyze_bytes_async(
-                data, engine, settings, keep_photo=want == "overlay", decode_slots=service.decode_slots
+                data, engine, settings, keep_photo=want == "overlay", decode_slots=service.decode_slots,
+                pixel_budget=service.pixel_budget,
             )
         except (InputError, EngineError) as exc:
             metrics.image_done(_item_error(exc)[0])
@@ -561,7 +564,8 @@ def _add_routes(app: FastAPI, service: Service) -> None:
                 try:
                     data = await upload.read()  # spooled to disk by the parser; read only when its turn comes
                     analysis = await analyze_bytes_async(
-                        data, engine, settings, wait=True, decode_slots=service.decode_slots
+                        data, engine, settings, wait=True, decode_slots=service.decode_slots,
+                        pixel_budget=service.pixel_budget,
                     )
                 except (InputError, EngineError) as exc:
                     code, message = _item_error(exc)

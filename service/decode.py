@@ -130,6 +130,17 @@ def decode_image(data: bytes, *, max_pixels: int, min_side: int = 1) -> DecodedI
     return DecodedImage(rgb=rgb, metadata=metadata)
 
 
+def declared_pixels(data: bytes) -> int:
+    """Width x height as the header declares it, without decoding; 0 when the header cannot be
+    read (decode_image then refuses the data without decoding any pixel either)."""
+    try:
+        with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as image:
+            width, height = image.size
+    except Exception:
+        return 0
+    return width * height
+
+
 def to_rgb_array(image: Image.Image) -> np.ndarray:
     """Any Pillow mode -> uint8 [H, W, 3]. High bit depths are scaled, not clipped."""
     mode = image.mode

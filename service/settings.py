@@ -51,6 +51,13 @@ class Settings(BaseSettings):
     )
     min_side: int = Field(8, ge=1, description="Smallest width or height accepted (422 below).")
     max_batch_items: int = Field(32, ge=1, description="Most images in one POST /v1/scan (413 beyond).")
+    max_pixels_in_flight: int = Field(
+        160_000_000,
+        gt=0,
+        description="Most decoded pixels held at once by images being decoded, queued or analysed (20-30 "
+        "bytes each at peak), reserved from each file's header before decoding; beyond it "
+        "POST /v1/localize answers 503 with Retry-After and /v1/scan items wait. Never less than max_pixels.",
+    )
     decode_workers: int = Field(
         4, ge=1, description="Images decoded at the same time; bounds the memory held by decoded pixels."
     )

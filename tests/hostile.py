@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import io
 import struct
+import threading
 import zipfile
 import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, PngImagePlugin
+import psutil
+from PIL import Image
 
 SEED = 7
 
@@ -400,3 +402,29 @@ def catalogue(heic: bytes | None = None) -> list[Case]:
     add(Case("100000x1_png", encode(Image.new("L", (100000, 1), 128), "PNG"), "reject", (422,), tags=("shape",)))
     add(Case("8x4000_png", encode(photo(8, 4000), "PNG"), "accept", tags=("shape",)))
     return cases
+
+
+# ---------------------------------------------------------------------------- measuring
+class RssSampler:
+    """Samples a process's resident set size every 20 ms in a background thread."""
+
+    def __init__(self, pid: int):
+        self.process = psutil.Process(pid)
+        self.peak = self.process.memory_info().rss
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            try:
+                self.peak = max(self.peak, self.process.memory_info().rss)
+                self.samples += 1
+            except psutil.Error:
+                return
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join(2)
+        return self.peak

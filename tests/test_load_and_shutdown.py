@@ -20,12 +20,15 @@ import time
 import httpx
 import pytest
 
+import hostile
 from support import ROOT, running_server
 
 sys.path.insert(0, str(ROOT))
 from bench.load import run_load, sample_jpeg  # noqa: E402
 
 QUEUE_SIZE = 2
+BOMB_SIDE = 6000  # a 45 KB PNG that inflates to 36 M pixels
+BOMB_PIXELS = BOMB_SIDE * BOMB_SIDE
 HEADER_TIMEOUT_S = 3.0
 BODY_TIMEOUT_S = 6.0
 DRAIN_DELAY_S = 2.0
@@ -40,6 +43,8 @@ SERVER_ENV = {
     "SPAN_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
     "SPAN_DRAIN_DELAY_S": str(DRAIN_DELAY_S),
     "SPAN_SHUTDOWN_GRACE_S": str(GRACE_S),
+    "SPAN_MAX_PIXELS": str(BOMB_PIXELS),
+    "SPAN_MAX_PIXELS_IN_FLIGHT": str(BOMB_PIXELS),
 }
 IMAGE = sample_jpeg(64, 48)
 
@@ -175,6 +180,29 @@ def test_slow_clients_do_not_starve_others_and_are_cut_off(server):
         assert state["reply"].startswith(b"HTTP/1.1 408"), state["reply"][:200]
         assert b'"request_timeout"' in state["reply"]
     assert httpx.get(server.url + "/health/ready", timeout=10).status_code == 200
+
+
+def test_concurrent_decompression_bombs_stay_within_the_pixel_budget(server):
+    """Six small PNGs that each inflate to 36 M pixels, sent at once. The pixel budget
+    (SPAN_MAX_PIXELS_IN_FLIGHT = SPAN_MAX_PIXELS = one bomb) lets one in and answers the others 503 with
+    Retry-After before decoding them, so memory stays at one bomb's worth, not six."""
+    bomb = hostile.png_deflate_bomb(BOMB_SIDE, BOMB_SIDE)
+    sampler = hostile.RssSampler(server.process.pid)
+    base = sampler.peak
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+            return await asyncio.gather(*(client.post("/v1/localize", content=bomb) for _ in range(6)))
+
+    answers = asyncio.run(burst())
+    peak = sampler.stop()
+    statuses = sorted(a.status_code for a in answers)
+    print(f"\n6 concurrent {BOMB_SIDE}x{BOMB_SIDE} bombs: {statuses}, RSS {base / 2**20:.0f} -> "
+          f"{peak / 2**20:.0f} MiB")
+    assert set(statuses) <= {200, 503} and 200 in statuses, statuses
+    assert all("retry-after" in a.headers for a in answers if a.status_code == 503)
+    # One bomb decoded and analysed costs 20-30 bytes per pixel at peak; two would be ~55.
+    assert peak - base < 40 * BOMB_PIXELS, f"RSS grew by {(peak - base) / 2**20:.0f} MiB"
 
 
 def test_sigterm_under_load_completes_accepted_work_and_exits_in_time(server):
