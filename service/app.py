@@ -7,6 +7,7 @@ and unexpected exceptions included.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -734,22 +735,38 @@ class _DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)  # a second signal, or no delay: stop now
 
 
-def header_timeout_protocol(timeout_s: float) -> type:
-    """uvicorn's HTTP protocol plus a deadline on request headers, which uvicorn lacks: a
-    connection that has not sent a complete request line and headers within `timeout_s` of
-    opening (or of its previous answer) is closed, so slowloris clients cannot pile up.
-    Uses only what both of uvicorn's protocols (httptools, h11) share: `cycle` (replaced
-    when a request's headers are complete), `pipeline`, `on_response_complete`."""
+_MAX_HEADER_BYTES = 64 * 1024  # request line + headers; nginx allows 4 x 8 KiB by default
+_HEADERS_TOO_LARGE = json.dumps({"error": {"code": "headers_too_large", "message":
+                                           f"request line and headers exceed {_MAX_HEADER_BYTES} bytes"}}).encode()
+
+
+def header_timeout_protocol(timeout_s: float, max_header_bytes: int = _MAX_HEADER_BYTES) -> type:
+    """uvicorn's HTTP protocol plus two limits on request headers, which uvicorn lacks
+    (its default httptools parser accepts megabytes of headers, for as long as they take):
+    a connection that has not sent a complete request line and headers within `timeout_s`
+    of opening (or of its previous answer) is closed, so slowloris clients cannot pile up;
+    one that sends more than `max_header_bytes` before its headers are complete gets a
+    JSON 431 and is closed. Uses only what both of uvicorn's protocols (httptools, h11)
+    share: `cycle` (replaced when a request's headers are complete), `pipeline`,
+    `on_response_complete`."""
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
     class HeaderTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
         _header_timer: asyncio.TimerHandle | None = None
+        _header_bytes = 0
 
         def connection_made(self, transport) -> None:
             super().connection_made(transport)
             self._arm_header_timer()
 
         def data_received(self, data: bytes) -> None:
+            if self._header_timer is not None:  # still waiting for a request's headers
+                # Checked before this chunk is parsed: the chunk that completes the headers
+                # may also carry the start of a large body.
+                if self._header_bytes > max_header_bytes:
+                    self._refuse_headers()
+                    return
+                self._header_bytes += len(data)
             super().data_received(data)
             if self._header_timer is not None and self.cycle is not self._waiting_for:
                 self._header_timer.cancel()  # a new request's headers are complete
@@ -770,7 +787,17 @@ def header_timeout_protocol(timeout_s: float) -> type:
             if self._header_timer is not None:
                 self._header_timer.cancel()
             self._waiting_for = self.cycle
+            self._header_bytes = 0
             self._header_timer = self.loop.call_later(timeout_s, self._headers_too_slow)
+
+        def _refuse_headers(self) -> None:
+            self._header_timer.cancel()
+            self._header_timer = None
+            if not self.transport.is_closing():
+                self.transport.write(
+                    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+                    b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(_HEADERS_TOO_LARGE), _HEADERS_TOO_LARGE))
+                self.transport.close()
 
         def _headers_too_slow(self) -> None:
             self._header_timer = None

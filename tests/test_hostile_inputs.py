@@ -165,9 +165,20 @@ def test_scan_of_hostile_files_fails_item_by_item(client):
     assert items[-1].get("error") is None and 0 <= items[-1]["score"] <= 1
 
 
-def test_huge_header_line_is_refused(client):
-    response = client.post("/v1/localize", content=b"x", headers={"X-Padding": "a" * 200_000})
-    assert 400 <= response.status_code < 500 or response.status_code == 431
+def test_huge_headers_are_refused_and_cut_off(server):
+    """Headers that never end: a JSON 431 (or a reset, if the client is still writing when
+    the server closes) after a bounded number of bytes, instead of buffering megabytes."""
+    sent, reply, closed_at = _stream(server, b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: ",
+                                     b"a" * 65536, cap=64 * 2**20)
+    assert closed_at is not None, f"the server was still reading headers after {sent} bytes"
+    # 64 KiB of headers, one 256 KiB socket read, and what the kernel buffers hold.
+    assert closed_at <= 16 * 2**20, f"connection closed only after {closed_at} bytes"
+    if reply:
+        assert reply.startswith(b"HTTP/1.1 431") and b'"headers_too_large"' in reply, reply[:200]
+
+
+def test_thousands_of_headers_within_the_size_limit_are_fine(client):
+    assert client.get("/health/live", headers={f"X-H{i}": "v" for i in range(2000)}).status_code == 200
 
 
 def test_declared_content_length_over_the_limit(client):
@@ -196,14 +207,25 @@ def test_chunked_body_over_the_limit_without_content_length(client):
 def test_endless_chunked_body_is_answered_and_cut_off(server):
     """A client that streams without end gets its 413 and a closed connection after a
     bounded number of bytes: the server neither buffers nor drains it forever."""
-    port = int(server.url.rsplit(":", 1)[1])
-    cap = 40 * UPLOAD_LIMIT
     frame_data = b"\xff" * 65536
-    frame = b"%x\r\n" % len(frame_data) + frame_data + b"\r\n"
+    sent, reply, closed_at = _stream(
+        server, b"POST /v1/localize HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+        b"Content-Type: image/jpeg\r\n\r\n", b"%x\r\n" % len(frame_data) + frame_data + b"\r\n", cap=40 * UPLOAD_LIMIT)
+    assert reply.startswith(b"HTTP/1.1 413"), (reply[:200], sent)
+    assert b'"payload_too_large"' in reply
+    assert closed_at is not None, f"the server was still reading after {sent} bytes"
+    # The limit, the bounded drain (16 MiB) and what socket buffers hold (a few MiB).
+    assert closed_at <= UPLOAD_LIMIT + 24 * 2**20, f"connection closed only after {closed_at} bytes"
+
+
+def _stream(server, head: bytes, frame: bytes, cap: int) -> tuple[int, bytes, int | None]:
+    """Send `head`, then `frame` again and again (at most `cap` bytes, 60 s), reading as we go.
+    Returns the bytes sent, the server's reply, and the bytes sent when the server closed
+    the connection (None if it never did)."""
+    port = int(server.url.rsplit(":", 1)[1])
     sent, reply, closed_at = 0, b"", None
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(b"POST /v1/localize HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
-                     b"Content-Type: image/jpeg\r\n\r\n")
+        sock.sendall(head)
         deadline = time.monotonic() + 60
         while sent < cap and time.monotonic() < deadline:
             readable, writable, _ = select.select([sock], [sock], [], 1)
@@ -222,12 +244,8 @@ def test_endless_chunked_body_is_answered_and_cut_off(server):
                 except OSError:  # reset by the server: it stopped reading
                     closed_at = sent
                     break
-                sent += len(frame_data)
-    assert reply.startswith(b"HTTP/1.1 413"), (reply[:200], sent)
-    assert b'"payload_too_large"' in reply
-    assert closed_at is not None, f"the server was still reading after {sent} bytes"
-    # The limit, the bounded drain (16 MiB) and what socket buffers hold (a few MiB).
-    assert closed_at <= UPLOAD_LIMIT + 24 * 2**20, f"connection closed only after {closed_at} bytes"
+                sent += len(frame)
+    return sent, reply, closed_at
 
 
 # ---------------------------------------------------------------------------- afterwards
