@@ -57,6 +57,8 @@ def export_onnx(model: Span, path: str | Path, *, opset: int = OPSET) -> Path:
     with torch.no_grad(), warnings.catch_warnings():
         # The tracer flags the working grid's size as a constant: it is one, by design.
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        # Informational: slices with step != 1 are left to ORT's own constant folding.
+        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
         torch.onnx.export(
             model,
             (example,),

@@ -18,6 +18,8 @@ from service.manifest import load_manifest  # noqa: E402
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 # Narrow widths keep export and ORT fast; every op of the full network is still in the graph.
 SMALL = dict(featex_blocks=((8,), (8, 8), (8,), (8,), (8,)), featex_dim=16, grid=(48, 40), attention_dim=8)
+# Fewer attention blocks where only the files and manifest are under test: faster export.
+FLOW = dict(SMALL, dilations=(1, 27))
 SHAPES = [(1, 17, 9), (2, 64, 48), (3, 31, 70), (1, 333, 517)]
 
 
@@ -33,10 +35,9 @@ def test_onnx_runtime_matches_torch_on_several_sizes_and_batches(exported):
     assert onnx_parity(model, path, SHAPES, tolerance=1e-4) <= 1e-4
 
 
-@pytest.mark.parametrize("preset", ["reference", "slim"])
-def test_parity_for_other_layouts(preset, tmp_path):
+def test_parity_for_the_unpooled_reference_layout(tmp_path):
     torch.manual_seed(1)
-    model = Span(SpanConfig.preset(preset, **SMALL)).eval()
+    model = Span(SpanConfig.preset("reference", **SMALL)).eval()
     path = export_onnx(model, tmp_path / "span.onnx")
     assert onnx_parity(model, path, [(2, 23, 17), (1, 50, 61)]) <= 1e-4
 
@@ -64,12 +65,12 @@ def test_parity_failure_is_reported(exported, tmp_path):
 
 def test_export_weights_writes_an_untrained_manifest_that_verifies(tmp_path):
     manifest_path = export_weights(
-        tmp_path, config=SpanConfig.preset("slim", **SMALL), command="test", parity_shapes=[(1, 17, 9)]
+        tmp_path, config=SpanConfig.preset("slim", **FLOW), command="test", parity_shapes=[(1, 17, 9)]
     )
     data = json.loads(manifest_path.read_text())
     assert data["trained"] is False and data["status"].startswith("UNTRAINED")
     assert set(data["files"]) == {"span.onnx", "span.pt"}
-    assert SpanConfig.from_dict(data["architecture"]) == SpanConfig.preset("slim", **SMALL)
+    assert SpanConfig.from_dict(data["architecture"]) == SpanConfig.preset("slim", **FLOW)
     assert data["produced_by"]["torch"].startswith("2.")
     manifest = load_manifest(tmp_path)
     assert manifest.trained is False
@@ -79,7 +80,7 @@ def test_export_weights_writes_an_untrained_manifest_that_verifies(tmp_path):
 
 def test_export_from_a_checkpoint_carries_its_status(tmp_path):
     torch.manual_seed(2)
-    model = Span(SpanConfig.preset("pooled", **SMALL))
+    model = Span(SpanConfig.preset("pooled", **FLOW))
     ckpt = tmp_path / "trained.pt"
     torch.save(model.checkpoint(trained=True, status="trained: test run", scores={"pixel_auc": 0.5}), ckpt)
     data = json.loads(export_weights(tmp_path / "w", checkpoint=ckpt, parity_shapes=[(1, 9, 17)]).read_text())

@@ -17,7 +17,7 @@ def _image(*shape: int, seed: int = 0) -> torch.Tensor:
     return torch.rand(*shape, generator=torch.Generator().manual_seed(seed)) * 255.0
 
 
-@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("preset", ["reference", "pooled"])  # with NARROW, slim == pooled
 @pytest.mark.parametrize("batch,height,width", [(1, 333, 517), (1, 17, 9), (3, 17, 9), (2, 2, 3)])
 def test_output_is_a_probability_map_of_the_input_size(preset, batch, height, width):
     torch.manual_seed(0)
