@@ -78,14 +78,22 @@ def test_export_weights_writes_an_untrained_manifest_that_verifies(tmp_path):
     assert onnx_parity(reloaded, tmp_path / "span.onnx", [(2, 30, 20)]) <= 1e-4
 
 
-def test_export_from_a_checkpoint_carries_its_status(tmp_path):
+def test_span_export_command_from_a_checkpoint_carries_its_status(tmp_path):
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
     torch.manual_seed(2)
     model = Span(SpanConfig.preset("pooled", **FLOW))
     ckpt = tmp_path / "trained.pt"
     torch.save(model.checkpoint(trained=True, status="trained: test run", scores={"pixel_auc": 0.5}), ckpt)
-    data = json.loads(export_weights(tmp_path / "w", checkpoint=ckpt, parity_shapes=[(1, 9, 17)]).read_text())
+    result = CliRunner().invoke(app, ["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "w")])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "w" / "manifest.json").read_text())
     assert data["trained"] is True and data["status"] == "trained: test run"
     assert data["scores"] == {"pixel_auc": 0.5}
+    assert data["produced_by"]["command"].startswith("span export")
+    load_manifest(tmp_path / "w")
 
 
 def test_committed_weights_verify_run_and_say_whether_trained():
