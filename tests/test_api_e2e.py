@@ -271,7 +271,9 @@ def test_warm_up_then_full_queue_503_then_sigterm_drains():
         first: dict = {}
         worker = threading.Thread(target=lambda: first.update(r=client.post("/v1/localize", content=photo)))
         worker.start()
-        time.sleep(0.7)  # the first image is decoded and holds the only place in the queue
+        while _sum(_metrics(client), "span_queue_depth") < 1:  # the first image holds the only place
+            assert time.monotonic() < deadline and worker.is_alive(), server.log()
+            time.sleep(0.05)
         refused = client.post("/v1/localize", content=photo)
         _error(refused, 503, "overloaded")
         assert int(refused.headers["retry-after"]) >= 1
