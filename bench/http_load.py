@@ -90,7 +90,7 @@ def http_rows(photos: dict[str, Path], concurrency: list[int], requests: int,
             rows[key] = {"breakdown_ms": breakdown(running.url, body), "levels": {}}
             for clients in concurrency:
                 reset = reset_peak_rss(running.process.pid)
-                count = max(requests, 2 * clients) if clients > 1 else requests
+                count = max(requests, clients)  # every client sends at least one
                 result = load(running.url, body, clients, count)
                 result["server_peak_rss"] = peak_rss_of(running.process.pid)
                 result["peak_rss_reset"] = reset

@@ -116,7 +116,9 @@ def policy_table(photos: dict[str, Path], model_dir: Path, repeats: int, progres
             cases.append(("12mp", f"resize, max_working_pixels {pixels / 1e6:.2f} M", {"max_working_pixels": pixels}))
         cases.append(("12mp", "tile 1024, overlap 128 (native resolution)", {"large_image_policy": "tile"}))
     for key, name, overrides in cases:
-        result = run_child("bench.workloads", {"kind": "engine", "image": str(photos[key]), "repeats": repeats,
+        tiled = overrides.get("large_image_policy") == "tile"  # tens of seconds a run: time one run
+        result = run_child("bench.workloads", {"kind": "engine", "image": str(photos[key]),
+                                               "repeats": 1 if tiled else repeats, "min_repeats": 1 if tiled else 3,
                                                "max_seconds": 30, "settings": {"model_dir": str(model_dir), **overrides}})
         if "error" in result:
             rows.append([key, *error_cells(result, len(columns) - 1)])
@@ -130,6 +132,37 @@ def policy_table(photos: dict[str, Path], model_dir: Path, repeats: int, progres
                     "downscaling weakens them, so this trades detection quality for speed (to be judged "
                     "with a trained model on the dev benchmark).",
             "columns": columns, "rows": rows}
+
+
+SERVER_VARIANTS: list[tuple[str, dict[str, str]]] = [
+    ("shipped", {}),
+    ("ORT thread spinning off (SPAN_INTRA_OP_SPINNING=false)", {"SPAN_INTRA_OP_SPINNING": "false"}),
+    ("one intra-op thread (SPAN_INTRA_OP_THREADS=1)", {"SPAN_INTRA_OP_THREADS": "1"}),
+]
+
+
+def server_threads_table(photos: dict[str, Path], model_dir: Path, requests: int, progress) -> dict:
+    """The HTTP service with 1 and 4 clients under thread settings: inference shares the cores with
+    decoding, PNG encoding and the event loop, which a spinning ORT thread pool takes time from."""
+    from bench.http_load import http_rows
+
+    key = "1024x768" if "1024x768" in photos else next(iter(photos))
+    columns = ["variant", "clients", "images/s", "p50", "p95", "server peak RSS", "load"]
+    rows = []
+    for name, env in SERVER_VARIANTS:
+        try:
+            result = http_rows({key: photos[key]}, [1, 4], requests,
+                               {"SPAN_MODEL_DIR": str(model_dir), "SPAN_PROVIDERS": '["CPUExecutionProvider"]', **env},
+                               progress=lambda line: None)[key]
+        except RuntimeError as exc:  # e.g. a setting this checkout does not know
+            rows.append([name, *error_cells({"error": str(exc)}, len(columns) - 1)])
+            continue
+        for clients, level in result["levels"].items():
+            rows.append([name, clients, f"{level.get('images_per_s', 0):.2f}", _fmt_s(level.get("p50_s")),
+                         _fmt_s(level.get("p95_s")), _fmt_rss(level.get("server_peak_rss")), f"{level['load']:.1f}"])
+        progress(f"lever server threads / {name} done")
+    return {"title": f"ORT threads inside the HTTP service ({key} JPEG → PNG)",
+            "note": "A real server per variant, the rest as shipped.", "columns": columns, "rows": rows}
 
 
 def preset_table(presets: tuple[str, ...], shapes: list[list[int]], repeats: int, progress) -> dict:
@@ -158,7 +191,7 @@ def preset_table(presets: tuple[str, ...], shapes: list[list[int]], repeats: int
             "columns": columns, "rows": rows}
 
 
-def run_levers(photos: dict[str, Path], model_dir: Path, *, repeats: int = 3,
+def run_levers(photos: dict[str, Path], model_dir: Path, *, repeats: int = 3, requests: int = 4,
                presets: tuple[str, ...] = ("pooled", "slim"),
                progress: Callable[[str], None] = print) -> list[dict]:
     model = Path(model_dir) / "span.onnx"
@@ -170,6 +203,7 @@ def run_levers(photos: dict[str, Path], model_dir: Path, *, repeats: int = 3,
         cached_graph_table(model, shape, repeats, progress),
         variable_shapes_table(model, progress, VARIABLE_SHAPES if "1024x768" in photos else [shape, shape[::-1]]),
         policy_table(photos, model_dir, repeats, progress),
+        server_threads_table(photos, model_dir, requests, progress),
     ]
     if presets:
         shapes = [[512, 512], shape] if shape != [512, 512] else [shape]

@@ -50,7 +50,8 @@ def engine_row(task: dict) -> dict:
     rss_loaded = own_rss()
     inputs = engine.plan(rgb).inputs.shape
     engine.predict(rgb)  # warm-up: ORT plans memory for this shape on the first run
-    latencies = timed_loop(lambda: engine.predict(rgb), task["repeats"], task.get("max_seconds", 60))
+    latencies = timed_loop(lambda: engine.predict(rgb), task["repeats"], task.get("max_seconds", 60),
+                           min_repeats=task.get("min_repeats", 3))
     engine.close()
     return {**summarise(latencies), "network_input": list(inputs), "rss_loaded": rss_loaded,
             "create_s": create_s, "threads": settings.intra_op_threads or "ORT default"}
@@ -152,6 +153,21 @@ def model_macs(model: str, shapes: list[list[int]]) -> dict[str, int]:
     return {f"{h}x{w}": featex_macs(config, h, w) + grid_macs(config) for h, w in shapes}
 
 
+PARTS = {"featex": "Featex", "outlier": "outlier transform", "attention": "pixel attention (5 blocks)",
+         "feed_forward": "attention feed-forward (5 blocks)", "head": "head"}
+
+
+def network_part(event_name: str) -> str:
+    """Which part of Span a profiled node belongs to, from its exported name ('/featex/...')."""
+    name = event_name.removesuffix("_kernel_time")
+    if name.startswith("/") and name.count("/") > 1:
+        module = name.split("/")[1].split(".")[0]
+        return PARTS.get(module, module)
+    if name.startswith("Reorder") or "nchwc" in name:
+        return "layout reorders (NCHWc)"
+    return "resizes to and from the grid"
+
+
 def profile_row(task: dict) -> dict:
     """Multiply-adds per input shape, and the time per operator type of the shipped session options
     (all optimisations) from ORT's profiler, one run after the warm-up run."""
@@ -170,10 +186,13 @@ def profile_row(task: dict) -> dict:
             session.run(None, {"image": image})
             session.run(None, {"image": image})
             events = _node_events(session.end_profiling())
-        breakdown: dict[str, float] = defaultdict(float)
+        by_op: dict[str, float] = defaultdict(float)
+        by_part: dict[str, float] = defaultdict(float)
         for event in events[len(events) // 2 :]:  # each node appears once per run: keep the second run
-            breakdown[event["args"]["op_name"]] += event["dur"] / 1e6
-        result["breakdown_s"] = dict(breakdown)
+            by_op[event["args"]["op_name"]] += event["dur"] / 1e6
+            by_part[network_part(event["name"])] += event["dur"] / 1e6
+        result["breakdown_s"] = dict(by_op)
+        result["parts_s"] = dict(by_part)
     return result
 
 

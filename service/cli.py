@@ -42,7 +42,7 @@ def bench(
     sizes: list[str] = typer.Option(["512x512", "1024x768", "12mp", "50mp"], "--size",
                                     help="Input sizes (repeat): 512x512, 1024x768, 12mp, 50mp or WIDTHxHEIGHT."),
     repeats: int = typer.Option(8, min=1, help="Timed runs per engine/torch row (after one warm-up)."),
-    requests: int = typer.Option(8, min=1, help="HTTP requests per concurrency level (at least 2 per client)."),
+    requests: int = typer.Option(8, min=1, help="HTTP requests per concurrency level (at least one per client)."),
     concurrency: list[int] = typer.Option([1, 4, 16], "--clients", help="Concurrent HTTP clients (repeat)."),
     max_seconds: float = typer.Option(60.0, help="Stop a row's timed runs after this long (at least 3 runs)."),
     model_dir: Path = typer.Option(None, help="Weights folder to measure [default: weights/]."),

@@ -79,3 +79,45 @@ def test_write_doc_creates_a_missing_file(tmp_path):
     doc = tmp_path / "new" / "perf.md"
     write_doc(doc, "| a |\n")
     assert doc.read_text() == f"# Performance\n\n{BEGIN}\n| a |\n{END}\n"
+
+
+def test_write_doc_appends_a_block_to_a_file_without_one(tmp_path):
+    doc = tmp_path / "perf.md"
+    doc.write_text("# Performance\n\nCPU figures stay.\n")
+    write_doc(doc, "gpu table\n", markers=("<!-- g:begin -->", "<!-- g:end -->"))
+    write_doc(doc, "gpu table, again\n", markers=("<!-- g:begin -->", "<!-- g:end -->"))
+    assert doc.read_text() == "# Performance\n\nCPU figures stay.\n\n<!-- g:begin -->\ngpu table, again\n<!-- g:end -->\n"
+
+
+def test_gpu_code_paths_run_on_cpu(tiny_model):
+    """bench/gpu.py's torch, ORT IO-binding and engine-batcher paths, on the CPU provider."""
+    from bench.gpu import engine_row, ort_rows, render, torch_rows
+
+    shape = (48, 64)
+    rows = torch_rows(tiny_model, "cpu", shape, [1, 2], 1)
+    rows += ort_rows(tiny_model, "cpu", shape, [1, 2], 1)
+    rows.append(engine_row(tiny_model, "cpu", shape, images=6, max_batch=4))
+    assert [(r["path"].split(" (")[0], r["batch"]) for r in rows] == [
+        ("torch eager fp32", 1), ("torch eager fp32", 2), ("ORT fp32", 1), ("ORT fp32", 2),
+        ("service.engine, dynamic batching ≤ 4", "dynamic")]
+    assert all(r["images_per_s"] > 0 for r in rows)
+    assert "| ORT fp32 (CPUExecutionProvider, IO binding) | 2 |" in render(rows, "cpu", shape)
+
+
+def test_fp16_conversion_keeps_the_float32_contract(tiny_model, tmp_path):
+    """The GPU fp16 model: float32 in and out, fp16 weights inside, maps close to fp32 (run on CPU here)."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from bench.gpu import fp16_model
+
+    path = fp16_model(tiny_model / "span.onnx", tmp_path / "span.fp16.onnx")
+    model = onnx.load(str(path))
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
+    image = np.random.default_rng(0).random((1, 3, 48, 64), dtype=np.float32) * 255
+    half = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": image})[0]
+    full = ort.InferenceSession(str(tiny_model / "span.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"image": image})[0]
+    assert half.dtype == np.float32 and half.shape == full.shape == (1, 1, 48, 64)
+    assert np.abs(half - full).max() < 1e-2
