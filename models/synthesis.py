@@ -644,7 +644,9 @@ class ForgeryDataset(torch.utils.data.Dataset):
     def __init__(self, split: str = "train", size: int = 256, length: int = 100_000, seed: int = 0,
                  kind_weights: dict[str, float] | None = None, post: PostProcessing | None = PostProcessing(),
                  data_dir: Path | None = None):
-        self.photos = list_photos(split, data_dir, min_side=min(size, 256))
+        # BSDS photos are 481x321: patches up to 320 px never upscale them; larger patches
+        # upscale small photos (a global resampling, like the post-processing resize).
+        self.photos = list_photos(split, data_dir, min_side=min(size, 320))
         self.size, self.length, self.seed, self.post = size, length, seed, post
         weights = kind_weights or DEFAULT_KIND_WEIGHTS
         self.kinds = [k for k in KINDS if weights.get(k, 0) > 0]

@@ -124,5 +124,32 @@ def serve(
     run_server(host=host, port=port, log_level=log_level)
 
 
+# Exit status of `span train` when --max-minutes stopped it before the end (BSD EX_TEMPFAIL):
+# scripts loop `span train --resume --max-minutes 9` while it returns this.
+TRAIN_UNFINISHED = 75
+
+
+@app.command()
+def train(
+    config: Path = typer.Option(..., "--config", "-c", exists=True, dir_okay=False,
+                                help="Training config JSON, e.g. models/configs/cpu-small.json."),
+    resume: bool = typer.Option(False, "--resume", help="Continue runs/<name>/ckpt.pt where it stopped."),
+    max_minutes: float = typer.Option(None, min=0.0, help="Save a checkpoint and stop after this many minutes "
+                                      f"(exit status {TRAIN_UNFINISHED}); for time-limited calls such as the GPU device tool."),
+) -> None:
+    """Train SPAN: stage 1 pretrains Featex, stage 2 learns localisation (docs/training.md). Needs the train extra."""
+    from models.train import TrainConfig, train as run_training  # torch side: imported only here
+
+    try:
+        final = run_training(TrainConfig.load(config), resume=resume, max_minutes=max_minutes)
+    except (FileExistsError, ValueError) as error:
+        typer.echo(f"span train: {error}", err=True)
+        raise typer.Exit(2) from None
+    if final is None:
+        typer.echo("span train: stopped before the end; continue with --resume", err=True)
+        raise typer.Exit(TRAIN_UNFINISHED)
+    typer.echo(f"wrote {final}")
+
+
 if __name__ == "__main__":
     app()

@@ -1,0 +1,530 @@
+"""Train SPAN in two stages from one JSON config (models/configs/*.json).
+
+    span train --config models/configs/cpu-small.json            # fresh run into runs/<name>/
+    span train --config models/configs/gpu-full.json --resume --max-minutes 9   # one resumable chunk
+
+Stage 1 (as ManTra-Net): Featex plus a small classification head learns to name the
+operation, and its parameter range, that produced a patch (models.synthesis.STAGE1_CLASSES).
+Stage 2 (as SPAN): Featex frozen; the outlier transform, pixel-attention blocks and head
+learn localisation on synthesised forgeries (pixel BCE + optional Dice on the working
+grid), validated every N steps on BSDS-val forgeries (pixel AUC of the full-size heatmap,
+the map that ships); the best validated weights are kept.
+
+Everything a run needs is in its config file; everything it produces is in runs/<name>/:
+config.json, log.jsonl (one JSON object per logged step or validation), loss.png,
+ckpt.pt (resumable: stage, step, model, optimiser, scaler, best score), featex.pt
+(stage-1 result), best.pt and final.pt (``Span.checkpoint()`` dicts: {'config',
+'state_dict', ...}, what ``span export --checkpoint`` reads) and span-config.json.
+
+Data is a pure function of (seed, sample index), so resuming at step s simply starts
+the sampler at s × batch size: a resumed run sees the same samples as an unbroken one.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models import synthesis
+from models.layers import tf1_bilinear_resize
+from models.span import Featex, Span, SpanConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------- settings
+
+@dataclass
+class StageSettings:
+    steps: int = 1000
+    batch_size: int = 16
+    patch: int = 256                # training patch side in pixels
+    lr: float = 3e-4                # peak learning rate (AdamW), linear warm-up then cosine decay
+    min_lr_ratio: float = 0.05      # final lr = lr * min_lr_ratio
+    warmup_steps: int = 50
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    log_every: int = 10
+    minutes: float | None = None    # wall-clock budget of the stage (training time); None: steps only
+
+
+@dataclass
+class Stage1Settings(StageSettings):
+    half_prob: float = 0.3          # share of patches where the operation covers one half only
+
+
+@dataclass
+class Stage2Settings(StageSettings):
+    dice_weight: float = 0.5        # loss = BCE + dice_weight * soft Dice (0: BCE only)
+    val_every: int = 200
+    val_samples: int = 64
+    val_patch: int | None = None    # default: the training patch
+    kind_weights: dict[str, float] | None = None  # default: synthesis.DEFAULT_KIND_WEIGHTS
+
+
+@dataclass
+class TrainConfig:
+    name: str
+    span: dict[str, Any] = field(default_factory=lambda: {"preset": "slim"})  # preset + SpanConfig overrides
+    stage1: Stage1Settings = field(default_factory=Stage1Settings)
+    stage2: Stage2Settings = field(default_factory=Stage2Settings)
+    featex_checkpoint: str | None = None  # skip stage 1: start from this featex.pt
+    seed: int = 0
+    device: str = "auto"            # auto | cpu | cuda | cuda:N
+    amp: str = "auto"               # auto | bf16 | fp16 | off (auto: bf16 where supported, fp16 on older GPUs)
+    num_workers: int = 2            # DataLoader workers synthesising forgeries
+    threads: int | None = None      # torch intra-op threads (CPU); None: torch's default
+    checkpoint_minutes: float = 3.0
+    runs_dir: str = "runs"
+    data_dir: str | None = None     # default: ../shared/data (or SPAN_SHARED_DATA)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        data = dict(data)
+        _check_keys(cls, data, "config")
+        for key, kind in (("stage1", Stage1Settings), ("stage2", Stage2Settings)):
+            if key in data:
+                _check_keys(kind, data[key], key)
+                data[key] = kind(**data[key])
+        return cls(**data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def span_config(self) -> SpanConfig:
+        spec = dict(self.span)
+        base = SpanConfig.preset(spec.pop("preset", "slim"))
+        return SpanConfig.from_dict({**base.to_dict(), **spec})
+
+    @property
+    def run_dir(self) -> Path:
+        root = Path(self.runs_dir)
+        return (root if root.is_absolute() else REPO_ROOT / root) / self.name
+
+
+def _check_keys(kind: type, data: dict[str, Any], where: str) -> None:
+    unknown = set(data) - {f.name for f in dataclasses.fields(kind)}
+    if unknown:
+        raise ValueError(f"unknown {where} settings: {sorted(unknown)}")
+
+
+# ----------------------------------------------------------------------------- stage-1 model
+
+class ManipulationClassifier(nn.Module):
+    """Featex with a small head naming the operation behind a patch (stage 1 only).
+
+    Average and max pooling side by side: an operation applied to half a patch must
+    still be seen when the other half is pristine.
+    """
+
+    def __init__(self, featex: Featex, n_classes: int, width: int = 128):
+        super().__init__()
+        self.featex = featex
+        self.project = nn.Sequential(nn.Conv2d(featex.out_channels, width, 1), nn.ReLU(inplace=True))
+        self.classify = nn.Linear(2 * width, n_classes)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = self.project(self.featex(image))
+        return self.classify(torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1))
+
+
+# ----------------------------------------------------------------------------- losses
+
+def grid_target(mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """The mask on the working grid: area average when shrinking (soft edges), bilinear otherwise."""
+    if mask.shape[-2] >= grid[0] and mask.shape[-1] >= grid[1]:
+        return F.interpolate(mask, size=grid, mode="area")
+    return F.interpolate(mask, size=grid, mode="bilinear", align_corners=False)
+
+
+def localisation_loss(logits: torch.Tensor, mask: torch.Tensor, dice_weight: float) -> tuple[torch.Tensor, dict]:
+    """Pixel BCE plus batch-level soft Dice, on the working grid (where the head decides).
+    Dice over the whole batch, not per image, so pristine (empty) masks do not blow it up."""
+    logits = logits.float()
+    target = grid_target(mask, tuple(logits.shape[-2:]))
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    prob = torch.sigmoid(logits)
+    dice = 1 - (2 * (prob * target).sum() + 1) / (prob.sum() + target.sum() + 1)
+    return bce + dice_weight * dice, {"bce": bce.item(), "dice": dice.item()}
+
+
+# ----------------------------------------------------------------------------- devices and precision
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def pick_amp(name: str, device: torch.device) -> torch.dtype | None:
+    """bf16 where the hardware has it (no loss scaling needed), fp16 + GradScaler on older
+    GPUs, nothing when off. On CPU, auto means bf16: measured 2x faster for Featex on this
+    AVX512-BF16 machine and neutral for the attention part (docs/training.md)."""
+    if name == "off":
+        return None
+    if name == "fp16":
+        return torch.float16
+    if name == "bf16":
+        return torch.bfloat16
+    if name != "auto":
+        raise ValueError(f"amp must be auto, bf16, fp16 or off, not {name!r}")
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16
+
+
+# ----------------------------------------------------------------------------- the run
+
+class Run:
+    """Paths, log, checkpoints and the wall-clock deadline of one training run."""
+
+    def __init__(self, config: TrainConfig, resume: bool, max_minutes: float | None = None):
+        self.config = config
+        self.dir = config.run_dir
+        self.ckpt_path = self.dir / "ckpt.pt"
+        if self.ckpt_path.exists() and not resume:
+            raise FileExistsError(f"{self.ckpt_path} exists: pass --resume to continue it, or change 'name'")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+        self.device = pick_device(config.device)
+        self.amp = pick_amp(config.amp, self.device)
+        self.deadline = time.monotonic() + 60 * max_minutes if max_minutes is not None else None
+        self.last_save = time.monotonic()
+        self.started = time.monotonic()
+
+    def autocast(self):
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp)
+
+    def log(self, **record: Any) -> None:
+        record = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **record}
+        with open(self.dir / "log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        print(json.dumps(record), flush=True)
+
+    def load(self) -> dict[str, Any] | None:
+        if not self.ckpt_path.exists():
+            return None
+        return torch.load(self.ckpt_path, map_location="cpu", weights_only=False)
+
+    def save(self, state: dict[str, Any], plot: bool = True) -> None:
+        """Atomic: a run killed mid-write keeps its previous checkpoint. Redraws loss.png."""
+        tmp = self.ckpt_path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.ckpt_path)
+        self.last_save = time.monotonic()
+        if plot:
+            plot_log(self.dir / "log.jsonl", self.dir / "loss.png")
+
+    def checkpoint_due(self) -> bool:
+        return time.monotonic() - self.last_save > 60 * self.config.checkpoint_minutes
+
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and time.monotonic() > self.deadline
+
+
+def lr_at(step: int, progress: float, s: StageSettings) -> float:
+    """Linear warm-up over s.warmup_steps, then cosine decay to s.lr * s.min_lr_ratio as
+    progress (0..1, see ``fit``) reaches 1."""
+    if step <= s.warmup_steps:
+        return s.lr * step / max(1, s.warmup_steps)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return s.lr * (s.min_lr_ratio + (1 - s.min_lr_ratio) * cosine)
+
+
+def make_loader(dataset, start: int, stop: int, batch_size: int, run: Run) -> torch.utils.data.DataLoader:
+    """Sample indices start..stop-1 in order: the data is a function of the index, so this is resumable."""
+    workers = run.config.num_workers
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, sampler=range(start, stop), num_workers=workers,
+        worker_init_fn=synthesis.worker_init, pin_memory=run.device.type == "cuda",
+        persistent_workers=False, prefetch_factor=4 if workers else None, drop_last=True,
+        # not fork: a worker forked after OpenCV/OpenMP threads ran in this process can
+        # inherit a held lock and hang forever (seen here at the start of stage 2)
+        multiprocessing_context="forkserver" if workers else None,
+    )
+
+
+def fit(run: Run, stage: int, model: nn.Module, optimizer: torch.optim.Optimizer, settings: StageSettings,
+        dataset, start_step: int, step_loss: Callable[[list], tuple[torch.Tensor, dict]],
+        resumed: dict | None = None, extra_state: Callable[[], dict] = dict,
+        validate: Callable[[int], None] | None = None) -> bool:
+    """The optimisation loop shared by both stages. Returns True when the stage is done,
+    False when stopped by the run's deadline (checkpoint saved; continue with resume).
+
+    A stage is done after ``settings.steps`` steps or, when ``settings.minutes`` is set,
+    after that much training time, whichever comes first; progress (what the lr schedule
+    follows) is the larger of the two fractions, so a time-budgeted run on a shared or
+    unknown machine still anneals fully. Step-only stages are exactly reproducible.
+    """
+    scaler = torch.amp.GradScaler(run.device.type, enabled=run.amp == torch.float16)
+    if resumed and resumed.get("scaler"):
+        scaler.load_state_dict(resumed["scaler"])
+    stage_seconds = resumed.get("stage_seconds", 0.0) if resumed else 0.0
+    budget = 60 * settings.minutes if settings.minutes else None
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+
+    def progress(step: int) -> float:
+        return max(step / settings.steps, stage_seconds / budget if budget else 0.0)
+
+    def save(step: int) -> None:
+        run.save({"stage": stage, "step": step, "stage_seconds": stage_seconds, "model": model.state_dict(),
+                  "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                  "config": run.config.to_dict(), **extra_state()})
+
+    if progress(start_step) >= 1:
+        return True
+    bs = settings.batch_size
+    loader = make_loader(dataset, start_step * bs, settings.steps * bs, bs, run)
+    model.train()
+    window_start, window_samples = time.monotonic(), 0
+    step, tick = start_step, time.monotonic()
+    for batch in loader:
+        step += 1
+        lr = lr_at(step, progress(step), settings)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = [b.to(run.device, non_blocking=True) if torch.is_tensor(b) else b for b in batch]
+        with run.autocast():
+            loss, metrics = step_loss(batch)
+        if not torch.isfinite(loss):
+            save(step - 1)
+            raise FloatingPointError(f"stage {stage} step {step}: loss is {loss.item()}; checkpoint of step {step - 1} kept")
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, settings.grad_clip))
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        stage_seconds += time.monotonic() - tick
+        tick = time.monotonic()
+        done = progress(step) >= 1
+        window_samples += bs
+        if step % settings.log_every == 0 or done:
+            elapsed = time.monotonic() - window_start
+            run.log(stage=stage, step=step, loss=loss.item(), lr=lr, grad_norm=grad_norm,
+                    samples_per_s=round(window_samples / max(elapsed, 1e-9), 3),
+                    stage_minutes=round(stage_seconds / 60, 2), **metrics)
+            window_start, window_samples = time.monotonic(), 0
+        if validate is not None and (step % settings.val_every == 0 or done):
+            validate(step)
+            model.train()
+        if done or run.checkpoint_due() or run.out_of_time():
+            save(step)
+            if not done:
+                if run.out_of_time():
+                    run.log(stage=stage, step=step, event="stopped: --max-minutes reached; continue with --resume")
+                    return False
+        # validation and checkpoints count neither in throughput nor in the stage's time budget
+        window_start += time.monotonic() - tick
+        tick = time.monotonic()
+        if done:
+            return True
+    return True
+
+
+# ----------------------------------------------------------------------------- stages
+
+def train_stage1(run: Run, span: Span, ckpt: dict | None) -> bool:
+    s = run.config.stage1
+    classifier = ManipulationClassifier(span.featex, len(synthesis.STAGE1_CLASSES)).to(run.device)
+    optimizer = torch.optim.AdamW(classifier.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    start = 0
+    if ckpt is not None:
+        classifier.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start = ckpt["step"]
+    dataset = synthesis.ManipulationTypeDataset(
+        "train", size=s.patch, length=s.steps * s.batch_size, seed=run.config.seed, half_prob=s.half_prob,
+        data_dir=_data_dir(run.config))
+
+    def step_loss(batch):
+        image, label = batch
+        logits = classifier(image)
+        loss = F.cross_entropy(logits.float(), label)
+        return loss, {"accuracy": (logits.argmax(1) == label).float().mean().item()}
+
+    return fit(run, 1, classifier, optimizer, s, dataset, start, step_loss, ckpt)
+
+
+def validation_set(run: Run, span_config: SpanConfig) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    s = run.config.stage2
+    dataset = synthesis.ForgeryDataset("val", size=s.val_patch or s.patch, length=s.val_samples,
+                                       seed=10_000 + run.config.seed, kind_weights=s.kind_weights,
+                                       data_dir=_data_dir(run.config))
+    items = [dataset[i] for i in range(s.val_samples)]
+    return torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items]), [i[2] for i in items]
+
+
+@torch.no_grad()
+def evaluate_localisation(span: Span, images: torch.Tensor, masks: torch.Tensor, run: Run,
+                          batch_size: int) -> dict[str, float | None]:
+    """Pixel AUC of the full-size heatmap (the map that ships), per forged image and averaged,
+    and pooled over all pixels; image AUC of the service's score (mean of the top 1%)."""
+    from service.evaluate import roc_auc  # numpy only: one AUC for training and evaluation
+
+    span.eval()
+    heatmaps, losses = [], []
+    for i in range(0, len(images), batch_size):
+        x = images[i:i + batch_size].to(run.device)
+        with run.autocast():
+            logits = span.grid_logits(x)
+        losses.append(localisation_loss(logits, masks[i:i + batch_size].to(run.device), 0.0)[0].item())
+        # the shipped map: sigmoid on the grid, then the network's own resize to image size
+        heatmaps.append(tf1_bilinear_resize(torch.sigmoid(logits.float()), tuple(x.shape[-2:])).cpu())
+    heat = torch.cat(heatmaps)[:, 0].numpy()
+    truth = masks[:, 0].numpy() >= 0.5
+    per_image = [roc_auc(h, t) for h, t in zip(heat, truth) if 0 < t.sum() < t.size]
+    top = max(1, math.ceil(heat[0].size * 0.01))
+    scores = np.sort(heat.reshape(len(heat), -1), axis=1)[:, -top:].mean(1)
+    return {
+        "val_loss_bce": float(np.mean(losses)),
+        "val_pixel_auc": float(np.mean(per_image)) if per_image else None,
+        "val_pixel_auc_pooled": roc_auc(heat, truth),
+        "val_image_auc": roc_auc(scores, truth.reshape(len(truth), -1).any(1)),
+    }
+
+
+def train_stage2(run: Run, span: Span, ckpt: dict | None) -> bool:
+    s = run.config.stage2
+    span.freeze_featex()
+    span.featex.eval()
+    optimizer = torch.optim.AdamW(span.trainable_parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    start, best = 0, {"val_pixel_auc": None}
+    if ckpt is not None and ckpt["stage"] == 2:
+        span.load_state_dict(ckpt["model"])
+        if ckpt["step"] > 0:
+            optimizer.load_state_dict(ckpt["optimizer"])
+        start, best = ckpt["step"], ckpt.get("best", best)
+    dataset = synthesis.ForgeryDataset("train", size=s.patch, length=s.steps * s.batch_size,
+                                       seed=run.config.seed + 1, kind_weights=s.kind_weights,
+                                       data_dir=_data_dir(run.config))
+    val_images, val_masks, _ = validation_set(run, span.config)
+
+    def step_loss(batch):
+        image, mask, _kind = batch
+        return localisation_loss(span.grid_logits(image), mask, s.dice_weight)
+
+    def validate(step: int) -> None:
+        metrics = evaluate_localisation(span, val_images, val_masks, run, s.batch_size)
+        score = metrics["val_pixel_auc"]
+        improved = score is not None and (best["val_pixel_auc"] is None or score > best["val_pixel_auc"])
+        run.log(stage=2, step=step, event="validation", best=improved, **metrics)
+        if improved:
+            best.clear()
+            best.update(metrics, step=step)
+            torch.save(span.checkpoint(step=step, validation=metrics), run.dir / "best.pt")
+
+    return fit(run, 2, span, optimizer, s, dataset, start, step_loss, ckpt, lambda: {"best": best}, validate)
+
+
+def _data_dir(config: TrainConfig) -> Path | None:
+    if config.data_dir is None:
+        return None
+    path = Path(config.data_dir)
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+# ----------------------------------------------------------------------------- entry point
+
+def train(config: TrainConfig, *, resume: bool = False, max_minutes: float | None = None) -> Path | None:
+    """Run (or continue) both stages. Returns runs/<name>/final.pt when training is complete,
+    None when stopped early by ``max_minutes`` (continue with resume=True)."""
+    run = Run(config, resume, max_minutes)
+    threads = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        return _train(run, resume)
+    finally:
+        torch.set_num_threads(threads)  # the caller's process keeps its own setting
+
+
+def _train(run: Run, resume: bool) -> Path | None:
+    config = run.config
+    ckpt = run.load() if resume else None
+    torch.manual_seed(config.seed)
+    span_config = config.span_config()
+    span = Span(span_config).to(run.device)
+    (run.dir / "span-config.json").write_text(json.dumps(span_config.to_dict(), indent=2) + "\n")
+    run.log(event="start", resume_from=None if ckpt is None else {"stage": ckpt["stage"], "step": ckpt["step"]},
+            device=str(run.device), amp=str(run.amp), threads=torch.get_num_threads(), span=span_config.name,
+            parameters=span.parameter_count())
+
+    if ckpt is None or ckpt["stage"] == 1:
+        if config.featex_checkpoint:
+            span.featex.load_state_dict(torch.load(config.featex_checkpoint, map_location="cpu")["state_dict"])
+            run.log(event="featex loaded", path=config.featex_checkpoint)
+        elif not train_stage1(run, span, ckpt):
+            return None
+        torch.save({"config": span_config.to_dict(), "state_dict": span.featex.state_dict()}, run.dir / "featex.pt")
+        ckpt = {"stage": 2, "step": 0, "model": span.state_dict(), "best": {"val_pixel_auc": None}}
+        run.save({**ckpt, "config": config.to_dict()}, plot=False)
+    if not train_stage2(run, span, ckpt):
+        return None
+    return finish(run, span)
+
+
+def finish(run: Run, span: Span) -> Path:
+    """final.pt: the best validated weights (the last ones if nothing was validated)."""
+    best_path = run.dir / "best.pt"
+    data = torch.load(best_path, map_location="cpu", weights_only=False) if best_path.exists() else span.checkpoint()
+    validation = data.get("validation", {})
+    data.update(trained=True, status=f"trained: run '{run.config.name}' (models/train.py), synthetic data only",
+                training={"run": run.config.name, "config": run.config.to_dict(), "validation": validation,
+                          "step": data.get("step")})
+    final = run.dir / "final.pt"
+    torch.save(data, final)
+    run.log(event="finished", final=str(final), **{k: v for k, v in validation.items() if k.startswith("val_")})
+    return final
+
+
+def plot_log(log_path: Path, out: Path) -> None:
+    """Loss curves of both stages, stage-1 accuracy and stage-2 validation AUC."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, stage in zip(axes, (1, 2)):
+        steps = [r for r in records if r.get("stage") == stage and "loss" in r]
+        if steps:
+            ax.plot([r["step"] for r in steps], [r["loss"] for r in steps], color="tab:blue", lw=1, label="train loss")
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        ax.set_title("stage 1: operation classification" if stage == 1 else "stage 2: localisation")
+        twin = ax.twinx()
+        if stage == 1 and steps:
+            twin.plot([r["step"] for r in steps], [r["accuracy"] for r in steps], color="tab:orange", lw=1,
+                      alpha=0.7, label="train accuracy")
+            twin.set_ylabel("accuracy")
+        vals = [r for r in records if r.get("stage") == stage and r.get("event") == "validation"]
+        if vals:
+            twin.plot([r["step"] for r in vals], [r["val_pixel_auc"] for r in vals], "o-", color="tab:green",
+                      label="val pixel AUC")
+            twin.set_ylabel("validation pixel AUC")
+        twin.set_ylim(0, 1)
+        lines = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+        if lines:
+            ax.legend(lines, [h.get_label() for h in lines], loc="upper right", fontsize=8)
+    fig.subplots_adjust(left=0.07, right=0.93, wspace=0.35, bottom=0.13)
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
