@@ -463,7 +463,9 @@ def _add_error_handlers(app: FastAPI, settings: Settings) -> None:
 
     @app.exception_handler(_Unavailable)
     async def unavailable(request: Request, exc: _Unavailable) -> JSONResponse:
-        return _error(503, exc.code, exc.message, retry)
+        # Refused before the body was read: close the connection rather than leave the
+        # unread body in the keep-alive stream.
+        return _error(503, exc.code, exc.message, {**retry, "Connection": "close"})
 
     @app.exception_handler(Overloaded)
     async def overloaded(request: Request, exc: Overloaded) -> JSONResponse:
