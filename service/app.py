@@ -78,7 +78,7 @@ class Service:
         """Refuse new image work at once (503 + Retry-After) when draining, warming or full."""
         if self.draining:
             raise _Unavailable("shutting_down", "the service is shutting down; retry on another instance")
-        ready, reason = self.readiness()
+        _, reason = self.readiness()
         if self.engine is None or not self.engine.warmed:
             raise _Unavailable("not_ready", f"the service is not ready yet ({reason})")
         if not self.engine.has_capacity:
