@@ -1,7 +1,7 @@
 """Load, overload, slow clients and SIGTERM against a real server with small limits.
 
 One server for the module, configured so each behaviour is cheap to provoke: a queue of
-2 images, 64x64 working size, 1 s Retry-After, short header/body timeouts, 2 s drain
+2 images, 64x64 working size, 1 s Retry-After, short header/body timeouts, 3 s drain
 delay. The SIGTERM test stops it, so it runs last. Load figures are printed, not asserted
 (speed belongs to bench/load.py); what is asserted is behaviour: no lost request, no 5xx
 other than 503-with-Retry-After, 503s faster than any inference, recovery, a clean exit.
@@ -21,6 +21,8 @@ import httpx
 import pytest
 
 import hostile
+from service.analysis import PixelBudget
+from service.engine import Overloaded
 from support import ROOT, running_server
 
 sys.path.insert(0, str(ROOT))
@@ -31,7 +33,7 @@ BOMB_SIDE = 6000  # a 45 KB PNG that inflates to 36 M pixels
 BOMB_PIXELS = BOMB_SIDE * BOMB_SIDE
 HEADER_TIMEOUT_S = 3.0
 BODY_TIMEOUT_S = 6.0
-DRAIN_DELAY_S = 2.0
+DRAIN_DELAY_S = 3.0
 GRACE_S = 30.0
 SERVER_ENV = {
     "SPAN_QUEUE_SIZE": str(QUEUE_SIZE),
@@ -180,6 +182,33 @@ def test_slow_clients_do_not_starve_others_and_are_cut_off(server):
         assert state["reply"].startswith(b"HTTP/1.1 408"), state["reply"][:200]
         assert b'"request_timeout"' in state["reply"]
     assert httpx.get(server.url + "/health/ready", timeout=10).status_code == 200
+
+
+def test_pixel_budget_refuses_or_waits_when_full():
+    budget = PixelBudget(100)
+
+    async def scenario() -> list[str]:
+        events = []
+        async with budget.hold(80, wait=False, retry_after_s=1):
+            with pytest.raises(Overloaded, match="pixels in flight"):
+                async with budget.hold(30, wait=False, retry_after_s=1):
+                    pass
+            async with budget.hold(20, wait=False, retry_after_s=1):  # fits beside the 80
+                events.append("fit")
+
+            async def waiter() -> None:
+                async with budget.hold(500, wait=True, retry_after_s=1):  # capped at the limit
+                    events.append(f"waited, held {budget.held}")
+
+            task = asyncio.create_task(waiter())
+            await asyncio.sleep(0.05)
+            assert not task.done() and budget.held == 80
+            events.append("released")
+        await task
+        assert budget.held == 0
+        return events
+
+    assert asyncio.run(scenario()) == ["fit", "released", "waited, held 100"]
 
 
 def test_concurrent_decompression_bombs_stay_within_the_pixel_budget(server):
