@@ -742,18 +742,22 @@ _HEADERS_TOO_LARGE = json.dumps({"error": {"code": "headers_too_large", "message
                                            f"request line and headers exceed {_MAX_HEADER_BYTES} bytes"}}).encode()
 
 
-def header_timeout_protocol(timeout_s: float, max_header_bytes: int = _MAX_HEADER_BYTES) -> type:
+def header_timeout_protocol(
+    timeout_s: float, max_header_bytes: int = _MAX_HEADER_BYTES, base: type | None = None
+) -> type:
     """uvicorn's HTTP protocol plus two limits on request headers, which uvicorn lacks
     (its default httptools parser accepts megabytes of headers, for as long as they take):
     a connection that has not sent a complete request line and headers within `timeout_s`
     of opening (or of its previous answer) is closed, so slowloris clients cannot pile up;
     one that sends more than `max_header_bytes` before its headers are complete gets a
     JSON 431 and is closed. Uses only what both of uvicorn's protocols (httptools, h11)
-    share: `cycle` (replaced when a request's headers are complete), `pipeline`,
-    `on_response_complete`."""
-    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+    share: `cycle` (replaced when a request's headers are complete, `response_complete`
+    once answered) and `on_response_complete`. base: the protocol class to extend
+    (default uvicorn's choice, httptools when installed, else h11)."""
+    if base is None:
+        from uvicorn.protocols.http.auto import AutoHTTPProtocol as base
 
-    class HeaderTimeoutProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+    class HeaderTimeoutProtocol(base):  # type: ignore[misc, valid-type]
         _header_timer: asyncio.TimerHandle | None = None
         _header_bytes = 0
 
@@ -775,8 +779,9 @@ def header_timeout_protocol(timeout_s: float, max_header_bytes: int = _MAX_HEADE
                 self._header_timer = None
 
         def on_response_complete(self) -> None:
-            super().on_response_complete()
-            if not self.pipeline and not self.transport.is_closing():
+            super().on_response_complete()  # may start a pipelined request already received
+            idle = self.cycle is None or self.cycle.response_complete
+            if idle and not self.transport.is_closing():
                 self._arm_header_timer()
 
         def connection_lost(self, exc) -> None:

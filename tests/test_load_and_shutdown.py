@@ -234,6 +234,80 @@ def test_concurrent_decompression_bombs_stay_within_the_pixel_budget(server):
     assert peak - base < 40 * BOMB_PIXELS, f"RSS grew by {(peak - base) / 2**20:.0f} MiB"
 
 
+@pytest.fixture(params=["httptools", "h11"])
+def tiny_server(request):
+    """uvicorn in a thread with a 1 s header deadline on either of its HTTP parsers, serving a tiny app."""
+    import uvicorn
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from service.app import header_timeout_protocol
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    base = HttpToolsProtocol if request.param == "httptools" else H11Protocol
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error", lifespan="off",
+                            http=header_timeout_protocol(1.0, 4096, base=base), timeout_keep_alive=30)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    yield server.servers[0].sockets[0].getsockname()[1]
+    server.should_exit = True
+    thread.join(10)
+
+
+def _read_until_closed(sock: socket.socket, seconds: float) -> tuple[bytes, float | None]:
+    started, data = time.monotonic(), b""
+    sock.settimeout(0.1)
+    while time.monotonic() - started < seconds:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            continue
+        except ConnectionResetError:
+            return data, time.monotonic() - started
+        if not chunk:
+            return data, time.monotonic() - started
+        data += chunk
+    return data, None
+
+
+def test_header_deadline_and_size_on_both_parsers(tiny_server):
+    port = tiny_server
+    request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    # Keep-alive and pipelining: answered, and the connection is not cut under a request.
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(request + request)
+        time.sleep(0.5)
+        sock.sendall(request)
+        data, closed = _read_until_closed(sock, 0.8)
+        assert data.count(b"HTTP/1.1 200") == 3 and closed is None, data
+        data, closed = _read_until_closed(sock, 3)  # idle after its answers: closed by the header deadline
+        assert closed is not None and closed < 2.0
+    # Slowloris: a request line that never ends is cut off after the deadline.
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: a")
+        data, closed = _read_until_closed(sock, 4)
+        assert data == b"" and closed is not None and 0.8 < closed < 2.5
+    # Oversized headers: a JSON 431.
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 8192)
+        time.sleep(0.2)
+        try:
+            sock.sendall(b"a" * 100)
+        except OSError:
+            pass
+        data, closed = _read_until_closed(sock, 3)
+        assert data.startswith(b"HTTP/1.1 431") and b"headers_too_large" in data, data[:200]
+
+
 def test_sigterm_under_load_completes_accepted_work_and_exits_in_time(server):
     """Runs last: SIGTERM while requests are in flight (one still uploading)."""
     results: dict[str, httpx.Response | Exception] = {}
