@@ -31,11 +31,15 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pillow_heif
 import torch
 from PIL import Image, ImageOps
 
-pillow_heif.register_heif_opener()  # the camera sources include HEIC/HEIF phone photos
+try:  # the camera sources include HEIC/HEIF phone photos
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+except ImportError:  # e.g. the GPU machine's image: HEIC files are then skipped as unreadable
+    pass
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,6 +13,7 @@ from models.span import Span  # noqa: E402
 from models.train import (  # noqa: E402
     ManipulationClassifier,
     TrainConfig,
+    he_init,
     localisation_loss,
     train,
 )
@@ -112,7 +113,9 @@ def test_featex_is_frozen_in_stage2_and_the_rest_learns(tmp_path):
     run_dir = tmp_path / "tiny"
     assert final == run_dir / "final.pt"
     torch.manual_seed(config.seed)
-    initial = Span(config.span_config()).state_dict()
+    fresh = Span(config.span_config())
+    he_init(fresh.featex)  # exactly what train() starts from
+    initial = fresh.state_dict()
     stage1 = torch.load(run_dir / "featex.pt", weights_only=True)["state_dict"]
     shipped = torch.load(final, weights_only=False)
     weights = shipped["state_dict"]
