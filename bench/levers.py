@@ -149,7 +149,13 @@ def server_threads_table(photos: dict[str, Path], model_dir: Path, requests: int
     key = "1024x768" if "1024x768" in photos else next(iter(photos))
     columns = ["variant", "clients", "images/s", "p50", "p95", "server peak RSS", "load"]
     rows = []
+    from service.settings import Settings
+
     for name, env in SERVER_VARIANTS:
+        unknown = [v for v in env if v.removeprefix("SPAN_").lower() not in Settings.model_fields]
+        if unknown:  # the settings class ignores unknown variables: this row would measure "shipped"
+            rows.append([name, *error_cells({"error": f"{unknown} is not a setting of this checkout"}, len(columns) - 1)])
+            continue
         try:
             result = http_rows({key: photos[key]}, [1, 4], requests,
                                {"SPAN_MODEL_DIR": str(model_dir), "SPAN_PROVIDERS": '["CPUExecutionProvider"]', **env},
@@ -191,6 +197,63 @@ def preset_table(presets: tuple[str, ...], shapes: list[list[int]], repeats: int
             "columns": columns, "rows": rows}
 
 
+def quantize_convs(source: Path, target: Path, photos: list[Path]) -> Path:
+    """int8 QDQ copy of the model: Conv weights per-channel int8, activations uint8 calibrated on
+    `photos` (240×320); the forensic first layer stays float (its SRM/Bayar residuals are tiny)."""
+    import numpy as np
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from PIL import Image
+
+    class Photos(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter(photos)
+
+        def get_next(self):
+            path = next(self.items, None)
+            if path is None:
+                return None
+            rgb = np.asarray(Image.open(path).convert("RGB").resize((320, 240)), np.float32)
+            return {"image": np.ascontiguousarray(rgb.transpose(2, 0, 1)[None])}
+
+    graph = onnx.load(str(source)).graph
+    first_layer = [n.name for n in graph.node if n.op_type == "Conv" and "/forensic/" in n.name]
+    quantize_static(str(source), str(target), Photos(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["Conv"],
+                    nodes_to_exclude=first_layer)
+    return target
+
+
+def int8_table(model: Path, shape: list[int], repeats: int, progress) -> dict:
+    from bench.common import SHARED_DATA
+
+    columns = ["model", "p50", "p95", "peak RSS", "load"]
+    rows = []
+    photos = sorted((SHARED_DATA / "photos" / "bsds500" / "train").glob("*.jpg"))[:8]
+    key = f"{shape[0]}x{shape[1]}"
+    with tempfile.TemporaryDirectory(prefix="span-int8-") as tmp:
+        try:
+            quantized = quantize_convs(model, Path(tmp) / "span.int8.onnx", photos) if photos else None
+        except Exception as exc:  # quantisation tooling missing or failing: say so in the table
+            rows.append(["int8", *error_cells({"error": f"{type(exc).__name__}: {exc}"}, len(columns) - 1)])
+            quantized = None
+        for name, path in (("fp32 (shipped)", model), ("int8 QDQ convolutions", quantized)):
+            if path is None:
+                continue
+            result = _ort(path, {}, [shape], repeats)
+            if "error" in result:
+                rows.append([name, *error_cells(result, len(columns) - 1)])
+                continue
+            r = result["shapes"][key]
+            rows.append([name, _fmt_s(r["p50_s"]), _fmt_s(r["p95_s"]), _fmt_rss(result["peak_rss"]), f"{result['load']:.1f}"])
+            progress(f"lever int8 / {name}: p50 {_fmt_s(r['p50_s'])}")
+    return {"title": f"int8 quantisation, speed only (bare ORT session, input {shape[1]}×{shape[0]})",
+            "note": "NOT shippable until measured: issue 6 allows int8 only if the dev-benchmark pixel AUC drops "
+                    "by less than 0.01, which needs trained weights (`span evaluate` on both models). Calibration: "
+                    "8 BSDS500 photos at 320×240.",
+            "columns": columns, "rows": rows}
+
+
 def run_levers(photos: dict[str, Path], model_dir: Path, *, repeats: int = 3, requests: int = 4,
                presets: tuple[str, ...] = ("pooled", "slim"),
                progress: Callable[[str], None] = print) -> list[dict]:
@@ -204,6 +267,7 @@ def run_levers(photos: dict[str, Path], model_dir: Path, *, repeats: int = 3, re
         variable_shapes_table(model, progress, VARIABLE_SHAPES if "1024x768" in photos else [shape, shape[::-1]]),
         policy_table(photos, model_dir, repeats, progress),
         server_threads_table(photos, model_dir, requests, progress),
+        int8_table(model, shape, repeats, progress),
     ]
     if presets:
         shapes = [[512, 512], shape] if shape != [512, 512] else [shape]
