@@ -39,8 +39,10 @@ test: install-dev browser
 export: install-dev
 	$(BIN)/span export
 
+# Speed and memory study (issue 6): rewrites the generated block of docs/performance.md.
+# Run it on a quiet machine (about 15 min on 2 cores); every figure carries the load average.
 bench: install-dev
-	$(BIN)/span bench
+	$(BIN)/span bench --out docs/performance.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
