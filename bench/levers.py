@@ -182,7 +182,8 @@ def preset_table(presets: tuple[str, ...], shapes: list[list[int]], repeats: int
         for name in presets:
             path = export_onnx(Span(SpanConfig.preset(name)).eval(), Path(tmp) / f"{name}.onnx")
             result = _ort(path, {}, shapes, repeats)
-            counted = run_child("bench.workloads", {"kind": "profile", "shapes": shapes, "model": str(path)})
+            counted = run_child("bench.workloads", {"kind": "profile", "shapes": shapes, "model": str(path),
+                                                    "architecture": SpanConfig.preset(name).to_dict()})
             if "error" in result:
                 rows.append([name, *error_cells(result, len(columns) - 1)])
                 continue

@@ -143,13 +143,13 @@ def _node_events(profile_path: str) -> list[dict]:
     return [e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
 
 
-def model_macs(model: str, shapes: list[list[int]]) -> dict[str, int]:
-    """Multiply-adds per input shape, counted from the manifest's SpanConfig (bench/featex_variants.py:
+def model_macs(architecture: dict, shapes: list[list[int]]) -> dict[str, int]:
+    """Multiply-adds per input shape, counted from a SpanConfig dict (bench/featex_variants.py:
     convolutions and the attention products, cross-checked there against torch's FlopCounterMode)."""
     from bench.featex_variants import featex_macs, grid_macs
     from models.span import SpanConfig
 
-    config = SpanConfig.from_dict(json.loads((Path(model).parent / "manifest.json").read_text())["architecture"])
+    config = SpanConfig.from_dict(architecture)
     return {f"{h}x{w}": featex_macs(config, h, w) + grid_macs(config) for h, w in shapes}
 
 
@@ -176,7 +176,9 @@ def profile_row(task: dict) -> dict:
     import onnxruntime as ort
 
     model = task.get("model", str(MODEL))
-    result = {"macs": model_macs(model, task["shapes"])}
+    architecture = task.get("architecture") or json.loads(
+        (Path(model).parent / "manifest.json").read_text())["architecture"]
+    result = {"macs": model_macs(architecture, task["shapes"])}
     if task.get("breakdown_shape"):
         height, width = task["breakdown_shape"]
         with tempfile.TemporaryDirectory(prefix="span-profile-") as tmp:
