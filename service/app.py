@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -255,6 +256,7 @@ class _HttpMiddleware:
     def __init__(self, app: ASGIApp, service: Service):
         self.app = app
         self.service = service
+        self.body_bytes_in_flight = 0  # request body bytes received by requests not yet finished
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -262,6 +264,7 @@ class _HttpMiddleware:
             return
         settings = self.service.settings
         limit = settings.max_scan_bytes if scope["path"].rstrip("/") == "/v1/scan" else settings.max_upload_bytes
+        budget = max(settings.max_body_bytes_in_flight, limit)  # one request at its limit always fits alone
         status = {"code": 500, "started": False}
         received = {"bytes": 0, "more": True}
         started = time.perf_counter()
@@ -283,10 +286,14 @@ class _HttpMiddleware:
             else:
                 message = await receive()
             if message["type"] == "http.request":
-                received["bytes"] += len(message.get("body", b""))
+                size = len(message.get("body", b""))
+                received["bytes"] += size
+                self.body_bytes_in_flight += size
                 received["more"] = message.get("more_body", False)
                 if received["bytes"] > limit:
                     raise _BodyTooLarge(limit)
+                if self.body_bytes_in_flight > budget:
+                    raise _BodiesInFlight(budget)
             elif message["type"] == "http.disconnect":
                 received["more"] = False
             return message
@@ -295,18 +302,32 @@ class _HttpMiddleware:
             declared = _content_length(scope)
             if declared is not None and declared > limit:
                 await _send_error(counting_send, _too_large(limit), drain=receive if declared <= 4 * limit else None)
+            elif declared is not None and self.body_bytes_in_flight + declared > budget:
+                await _send_error(counting_send, _bodies_in_flight(budget, settings.retry_after_s), drain=receive,
+                                  headers={"Retry-After": str(settings.retry_after_s)})
             else:
                 await self.app(scope, limited_receive, counting_send)
         except _BodyTooLarge as exc:  # the limit tripped while the body was streaming in
             if status["started"]:
                 raise
             await _send_error(counting_send, _too_large(exc.limit), drain=receive if received["more"] else None)
+        except _BodiesInFlight as exc:  # too many bodies streaming in at once (memory)
+            if status["started"]:
+                raise
+            await _send_error(counting_send, _bodies_in_flight(exc.budget, settings.retry_after_s),
+                              drain=receive if received["more"] else None,
+                              headers={"Retry-After": str(settings.retry_after_s)})
+        except ClientDisconnect:  # the client went away mid-upload: no one to answer, nothing to log
+            if status["started"]:
+                raise
+            status["code"] = 499  # nginx's "client closed request", for the metrics
         except _BodyTimeout as exc:
             if status["started"]:
                 raise
             await _send_error(counting_send, InputError(
                 408, "request_timeout", f"the request body did not arrive within {exc.seconds:g} s"), drain=None)
         finally:
+            self.body_bytes_in_flight -= received["bytes"]
             label = getattr(scope.get("route"), "path", None)
             if label is None:  # refused before routing (Content-Length over the limit)
                 label = scope["path"] if scope["path"] in ("/v1/localize", "/v1/scan") else "unmatched"
@@ -343,6 +364,19 @@ class _BodyTooLarge(Exception):
         self.limit = limit
 
 
+class _BodiesInFlight(Exception):
+    """Raised from inside the app's receive() when all requests' bodies together pass the budget."""
+
+    def __init__(self, budget: int):
+        super().__init__(budget)
+        self.budget = budget
+
+
+def _bodies_in_flight(budget: int, retry_after_s: int) -> InputError:
+    return InputError(503, "overloaded", f"more than {budget} bytes of uploads are being received; "
+                      f"retry in {retry_after_s} s")
+
+
 def _too_large(limit: int) -> InputError:
     return InputError(413, "payload_too_large", f"request body exceeds the {limit} byte limit")
 
@@ -354,7 +388,7 @@ _DRAIN_BYTES = 16 * 1024 * 1024
 _DRAIN_SECONDS = 10.0
 
 
-async def _send_error(send: Send, exc: InputError, drain: Receive | None) -> None:
+async def _send_error(send: Send, exc: InputError, drain: Receive | None, headers: dict | None = None) -> None:
     """Answer an over-limit body. Draining what the client is still sending (discarded,
     never stored, bounded by _DRAIN_BYTES and _DRAIN_SECONDS) lets it read the 413 instead
     of seeing a reset connection."""
@@ -371,7 +405,7 @@ async def _send_error(send: Send, exc: InputError, drain: Receive | None) -> Non
             await asyncio.wait_for(bounded_drain(), _DRAIN_SECONDS)
         except TimeoutError:
             pass
-    response = JSONResponse(exc.as_json(), status_code=exc.status, headers={"Connection": "close"})
+    response = JSONResponse(exc.as_json(), status_code=exc.status, headers={"Connection": "close", **(headers or {})})
     await response({"type": "http"}, _no_receive, send)
 
 

@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     max_scan_bytes: int = Field(
         256 * MiB, gt=0, description="Largest request body of POST /v1/scan, all images together."
     )
+    max_body_bytes_in_flight: int = Field(
+        512 * MiB, gt=0, description="Most request-body bytes held at once by all requests being received or "
+        "handled; beyond it the answer is 503 with Retry-After (a declared Content-Length is checked before "
+        "reading). Never less than the route's own limit, so one request at its limit always fits alone."
+    )
     max_pixels: int = Field(
         80_000_000,
         gt=0,

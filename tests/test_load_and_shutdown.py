@@ -31,6 +31,8 @@ from bench.load import run_load, sample_jpeg  # noqa: E402
 QUEUE_SIZE = 2
 BOMB_SIDE = 6000  # a 45 KB PNG that inflates to 36 M pixels
 BOMB_PIXELS = BOMB_SIDE * BOMB_SIDE
+MiB = 2**20
+BODY_BUDGET = 8 * MiB  # upload bytes held at once by all requests together
 HEADER_TIMEOUT_S = 3.0
 BODY_TIMEOUT_S = 6.0
 DRAIN_DELAY_S = 3.0
@@ -47,6 +49,7 @@ SERVER_ENV = {
     "SPAN_SHUTDOWN_GRACE_S": str(GRACE_S),
     "SPAN_MAX_PIXELS": str(BOMB_PIXELS),
     "SPAN_MAX_PIXELS_IN_FLIGHT": str(BOMB_PIXELS),
+    "SPAN_MAX_BODY_BYTES_IN_FLIGHT": str(BODY_BUDGET),
 }
 IMAGE = sample_jpeg(64, 48)
 
@@ -182,6 +185,42 @@ def test_slow_clients_do_not_starve_others_and_are_cut_off(server):
         assert state["reply"].startswith(b"HTTP/1.1 408"), state["reply"][:200]
         assert b'"request_timeout"' in state["reply"]
     assert httpx.get(server.url + "/health/ready", timeout=10).status_code == 200
+
+
+def test_stalled_uploads_cannot_hold_more_than_the_body_budget(server):
+    """Uploads that send most of their body and stall hold memory until the body timeout.
+    All together they may hold SPAN_MAX_BODY_BYTES_IN_FLIGHT; past it: 503 + Retry-After,
+    from the declared Content-Length or while a chunked body streams. Closing them frees it."""
+    port = port_of(server)
+    stalled = []
+    for _ in range(3):  # 3 x 2.5 MiB received of 3 MiB declared: 7.5 of 8 MiB held
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.sendall(b"POST /v1/localize HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                     b"Content-Length: %d\r\n\r\n" % (3 * MiB) + b"\xff" * (5 * MiB // 2))
+        stalled.append(sock)
+    try:
+        time.sleep(0.5)
+        declared = localize(server.url, body=IMAGE + b"\x00" * (3 * MiB), timeout=30)
+        assert declared.status_code == 503, declared.text[:200]
+        assert declared.json()["error"]["code"] == "overloaded" and declared.headers["retry-after"] == "1"
+
+        def chunks():
+            for _ in range(8):
+                yield b"\xff" * (MiB // 4)
+
+        streamed = httpx.post(server.url + "/v1/localize", content=chunks(), timeout=30)
+        assert streamed.status_code == 503 and streamed.json()["error"]["code"] == "overloaded"
+    finally:
+        for sock in stalled:
+            sock.close()
+    deadline = time.monotonic() + 10
+    while localize(server.url).status_code != 200:
+        assert time.monotonic() < deadline, "the budget was not released when the stalled uploads closed"
+        time.sleep(0.5)
+    # Clients that hang up mid-upload are counted as 499, not as server errors, and log no traceback.
+    assert metric(server, 'span_http_requests_total{method="POST",route="/v1/localize",status="499"}') >= 3
+    assert metric(server, 'span_http_requests_total{method="POST",route="/v1/localize",status="500"}') == 0
+    assert "Traceback" not in server.log()
 
 
 def test_pixel_budget_refuses_or_waits_when_full():
