@@ -183,3 +183,18 @@ def test_span_train_command_stops_and_resumes(tmp_path):
     done = runner.invoke(app, ["train", "--config", str(path), "--resume"])
     assert done.exit_code == 0, done.output
     assert (tmp_path / "cli" / "final.pt").exists()
+
+
+def test_calibration_centres_and_scales_featex(tmp_path):
+    from models.train import calibrate_featex
+
+    torch.manual_seed(0)
+    span = Span(tiny_config(tmp_path).span_config())
+    patches = synthesis.ManipulationTypeDataset("val", size=48, seed=3)
+    images = torch.stack([patches[i][0] for i in range(6)])
+    calibrate_featex(span.featex, images)
+    with torch.no_grad():
+        h = span.featex.blocks(span.featex.forensic(images / 255.0 * 2 - 1))
+        out = span.featex.transform(h)
+    assert torch.allclose(out.mean(dim=(0, 2, 3)), torch.zeros(out.shape[1]), atol=1e-4)
+    assert torch.allclose(out.std(dim=(0, 2, 3)), torch.ones(out.shape[1]), atol=1e-3)
