@@ -811,12 +811,20 @@ def header_timeout_protocol(
             if self._header_timer is not None and self.cycle is not self._waiting_for:
                 self._header_timer.cancel()  # a new request's headers are complete
                 self._header_timer = None
+            elif self._header_timer is None and self._idle():
+                self._arm_header_timer()  # the rest of a body arrived after its answer was sent
 
         def on_response_complete(self) -> None:
             super().on_response_complete()  # may start a pipelined request already received
-            idle = self.cycle is None or self.cycle.response_complete
-            if idle and not self.transport.is_closing():
+            if self._idle():
                 self._arm_header_timer()
+
+        def _idle(self) -> bool:
+            """Between requests: the last one answered and its body fully received (an early
+            answer, e.g. a 4xx, can leave body bytes still arriving; they are not headers)."""
+            cycle = self.cycle
+            idle = cycle is None or (cycle.response_complete and not cycle.more_body)
+            return idle and not self.transport.is_closing()
 
         def connection_lost(self, exc) -> None:
             if self._header_timer is not None:
