@@ -62,6 +62,7 @@ class StageSettings:
 @dataclass
 class Stage1Settings(StageSettings):
     half_prob: float = 0.3          # share of patches where the operation covers one half only
+    val_samples: int = 400          # BSDS-val patches scored at the end of the stage (0: none)
 
 
 @dataclass
@@ -393,7 +394,32 @@ def train_stage1(run: Run, span: Span, ckpt: dict | None) -> bool:
         loss = F.cross_entropy(logits.float(), label)
         return loss, {"accuracy": (logits.argmax(1) == label).float().mean().item()}
 
-    return fit(run, 1, classifier, optimizer, s, dataset, start, step_loss, ckpt)
+    if not fit(run, 1, classifier, optimizer, s, dataset, start, step_loss, ckpt):
+        return False
+    torch.save(classifier.state_dict(), run.dir / "stage1-classifier.pt")
+    if s.val_samples:
+        run.log(stage=1, event="validation", **evaluate_classification(classifier, run, s))
+    return True
+
+
+@torch.no_grad()
+def evaluate_classification(classifier: ManipulationClassifier, run: Run, s: Stage1Settings) -> dict[str, Any]:
+    """Stage-1 accuracy on BSDS-val patches, overall and per operation class."""
+    dataset = synthesis.ManipulationTypeDataset("val", size=s.patch, length=s.val_samples,
+                                                seed=20_000 + run.config.seed, half_prob=s.half_prob,
+                                                data_dir=_data_dir(run.config))
+    classifier.eval()
+    labels, predictions = [], []
+    for i in range(0, s.val_samples, s.batch_size):
+        items = [dataset[j] for j in range(i, min(i + s.batch_size, s.val_samples))]
+        with run.autocast():
+            logits = classifier(torch.stack([x for x, _ in items]).to(run.device))
+        predictions += logits.argmax(1).tolist()
+        labels += [y for _, y in items]
+    labels, predictions = np.array(labels), np.array(predictions)
+    per_class = {name: round(float((predictions[labels == k] == k).mean()), 3)
+                 for k, name in enumerate(synthesis.STAGE1_CLASS_NAMES) if (labels == k).any()}
+    return {"val_accuracy": float((labels == predictions).mean()), "val_accuracy_by_class": per_class}
 
 
 def validation_set(run: Run, span_config: SpanConfig) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
@@ -560,7 +586,7 @@ def plot_log(log_path: Path, out: Path) -> None:
             twin.plot(x, _running_mean([r["accuracy"] for r in steps]), color="tab:orange", lw=1.5,
                       label="train accuracy (running mean)")
             twin.set_ylabel("accuracy")
-        vals = [r for r in records if r.get("stage") == stage and r.get("event") == "validation"]
+        vals = [r for r in records if r.get("stage") == stage and r.get("val_pixel_auc") is not None]
         if vals:
             twin.plot([r["step"] for r in vals], [r["val_pixel_auc"] for r in vals], "o-", color="tab:green",
                       label="val pixel AUC")

@@ -42,7 +42,7 @@ def tiny_config(tmp_path, name="tiny", **overrides) -> TrainConfig:
         "name": name, "runs_dir": str(tmp_path), "num_workers": 0, "amp": "off", "threads": 1,
         "checkpoint_minutes": 100,
         "span": TINY_SPAN,
-        "stage1": {"steps": 3, "batch_size": 2, "patch": 48, "log_every": 1, "warmup_steps": 1},
+        "stage1": {"steps": 3, "batch_size": 2, "patch": 48, "log_every": 1, "warmup_steps": 1, "val_samples": 6},
         "stage2": {"steps": 3, "batch_size": 2, "patch": 48, "log_every": 1, "warmup_steps": 1,
                    "val_every": 3, "val_samples": 3},
         **overrides,
@@ -128,8 +128,11 @@ def test_featex_is_frozen_in_stage2_and_the_rest_learns(tmp_path):
     assert Span.from_checkpoint(final).config == config.span_config()  # what `span export` reads
 
     log = read_log(run_dir)
-    validations = [r for r in log if r.get("event") == "validation"]
+    validations = [r for r in log if r.get("event") == "validation" and r["stage"] == 2]
     assert validations and 0.0 <= validations[-1]["val_pixel_auc_pooled"] <= 1.0
+    (stage1,) = [r for r in log if r.get("event") == "validation" and r["stage"] == 1]
+    assert 0.0 <= stage1["val_accuracy"] <= 1.0 and stage1["val_accuracy_by_class"]
+    assert (run_dir / "stage1-classifier.pt").exists()
     assert all(r["loss"] == r["loss"] for r in log if "loss" in r)  # finite, never NaN
     assert (run_dir / "loss.png").stat().st_size > 0
 
@@ -159,7 +162,8 @@ def test_resume_continues_from_the_saved_step(tmp_path):
 
 
 def test_time_budget_ends_a_stage_early(tmp_path):
-    config = tiny_config(tmp_path, stage1={"steps": 1000, "minutes": 1e-6, "batch_size": 2, "patch": 48})
+    config = tiny_config(tmp_path, stage1={"steps": 1000, "minutes": 1e-6, "batch_size": 2, "patch": 48,
+                                           "val_samples": 0})
     config.stage2.steps = 1
     assert train(config) is not None
     stage1 = [r for r in read_log(tmp_path / "tiny") if r.get("stage") == 1 and "loss" in r]
