@@ -202,3 +202,25 @@ def test_calibration_centres_and_scales_featex(tmp_path):
         out = span.featex.transform(h)
     assert torch.allclose(out.mean(dim=(0, 2, 3)), torch.zeros(out.shape[1]), atol=1e-4)
     assert torch.allclose(out.std(dim=(0, 2, 3)), torch.ones(out.shape[1]), atol=1e-3)
+
+
+def test_validation_scores_the_shipped_map_the_right_way_round(tmp_path):
+    """An oracle whose grid logits are the (downsampled) truth scores ~1, its negation ~0."""
+    from models.train import Run, evaluate_localisation, grid_target
+
+    run = Run(tiny_config(tmp_path), resume=False)
+    forgeries = synthesis.ForgeryDataset("val", size=64, seed=4, kind_weights={"splice": 1.0, "pristine": 1.0})
+    items = [forgeries[i] for i in range(8)]
+    assert {k for _, _, k in items} == {synthesis.KINDS.index("splice"), synthesis.KINDS.index("pristine")}
+    images, masks = torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items])
+    span = Span(tiny_config(tmp_path).span_config())
+    for sign, low, high in ((1.0, 0.9, 1.0), (-1.0, 0.0, 0.1)):
+        def oracle(x, _sign=sign):
+            index = [int(torch.nonzero((images == x[k]).all(dim=(1, 2, 3)))[0]) for k in range(len(x))]
+            return _sign * 20 * (grid_target(masks[index], span.config.grid) - 0.5)
+
+        span.grid_logits = oracle
+        metrics = evaluate_localisation(span, images, masks, run, batch_size=4)
+        assert low <= metrics["val_pixel_auc"] <= high, metrics
+        if sign > 0:  # the top 1% of a forged image's map is its forged region, of a pristine one nothing
+            assert metrics["val_image_auc"] >= 0.9, metrics
