@@ -128,7 +128,8 @@ class Engine:
     @classmethod
     def from_settings(cls, settings: Settings) -> Engine:
         manifest = load_manifest(settings.model_dir)  # verifies every file's sha256
-        session = create_session(manifest.onnx_path, settings.providers, settings.intra_op_threads)
+        session = create_session(manifest.onnx_path, settings.providers, settings.intra_op_threads,
+                                 spinning=settings.intra_op_spinning)
         _check_contract(session, manifest)
         return cls(session, manifest, settings)
 
@@ -323,12 +324,15 @@ class Engine:
 
 
 # ---------------------------------------------------------------------- helpers
-def create_session(model_path: Path, providers: list[str], intra_op_threads: int) -> ort.InferenceSession:
+def create_session(model_path: Path, providers: list[str], intra_op_threads: int, *,
+                   spinning: bool = True) -> ort.InferenceSession:
     """An ORT session on the first usable provider of `providers`, falling back to CPU cleanly."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = intra_op_threads
     options.inter_op_num_threads = 1
+    if not spinning:  # idle intra-op threads sleep instead of busy-waiting (settings.intra_op_spinning)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # errors only: the fallback below is reported once, by us
     available = set(ort.get_available_providers())
     wanted = [p for p in providers if p in available] or ["CPUExecutionProvider"]

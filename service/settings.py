@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(
         0, ge=0, description="ORT intra-op threads for one inference; 0 lets ORT use every physical core."
     )
+    intra_op_spinning: bool = Field(
+        True,
+        description="Let ORT's intra-op threads busy-wait between operators instead of sleeping. "
+        "On by default (ORT's default). Turn it off when the cores are shared with other work "
+        "(docs/performance.md measures both).",
+    )
     warmup: bool = Field(True, description="Run one inference before reporting ready.")
 
     # --- input limits ------------------------------------------------------------------

@@ -270,6 +270,22 @@ def test_unavailable_provider_falls_back_to_cpu_and_is_not_ready(probe_dir):
         engine.close(5)
 
 
+@pytest.mark.parametrize("spinning", [True, False])
+def test_intra_op_spinning_setting_reaches_the_session(probe_dir, spinning):
+    engine = _engine(probe_dir, intra_op_spinning=spinning)
+    try:
+        entries = engine.session.get_session_options().get_session_config_entry
+        # ORT spins unless told otherwise, so the entry is written only to turn spinning off.
+        if spinning:
+            with pytest.raises(RuntimeError):
+                entries("session.intra_op.allow_spinning")
+        else:
+            assert entries("session.intra_op.allow_spinning") == "0"
+        assert np.allclose(engine.predict(_random_rgb(40, 30)), _random_rgb(40, 30)[..., 0] / 255, atol=1e-6)
+    finally:
+        engine.close(5)
+
+
 def test_a_changed_model_file_is_refused(tmp_path):
     directory = _write_probe_model(tmp_path / "tampered")
     with open(directory / "span.onnx", "ab") as f:
