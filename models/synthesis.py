@@ -22,10 +22,8 @@ only the two Dataset classes touch torch.
 from __future__ import annotations
 
 import functools
-import io
 import math
 import os
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 

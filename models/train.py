@@ -12,7 +12,7 @@ the map that ships); the best validated weights are kept.
 
 Everything a run needs is in its config file; everything it produces is in runs/<name>/:
 config.json, log.jsonl (one JSON object per logged step or validation), loss.png,
-ckpt.pt (resumable: stage, step, model, optimiser, scaler, best score), featex.pt
+ckpt.pt (resumable: stage, step, model, optimiser, scaler, best score), featex.pt and stage1-classifier.pt
 (stage-1 result), best.pt and final.pt (``Span.checkpoint()`` dicts: {'config',
 'state_dict', ...}, what ``span export --checkpoint`` reads) and span-config.json.
 
