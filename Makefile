@@ -40,7 +40,7 @@ export: install-dev
 	$(BIN)/span export
 
 # Speed and memory study (issue 6): rewrites the generated block of docs/performance.md.
-# Run it on a quiet machine (about 15 min on 2 cores); every figure carries the load average.
+# Run it on a quiet machine (about 11 min on 2 cores); every figure carries the load average.
 bench: install-dev
 	$(BIN)/span bench --out docs/performance.md
 

@@ -133,8 +133,12 @@ def error_cells(result: dict, width: int) -> list[str]:
 
 # ---------------------------------------------------------------------------- memory
 def own_peak_rss() -> int:
-    """This process's peak resident set size in bytes (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """This process's peak resident set size in bytes. VmHWM, not ru_maxrss: a child started by a
+    large parent inherits the parent's ru_maxrss across fork and exec."""
+    try:
+        return _status_field(os.getpid(), "VmHWM")
+    except (OSError, KeyError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def own_rss() -> int:
@@ -202,6 +206,11 @@ def machine() -> dict:
         flags = fields.get("Flags", "").split()
         info["simd"] = " ".join(f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16") if f in flags)
         info["hypervisor"] = fields.get("Hypervisor vendor")
+        # Paper fp32 peak: 32 FLOP/cycle/core (two 256-bit FMA pipes; Zen 4 runs AVX-512 on them
+        # double-pumped) at the base clock (lscpu's "CPU max MHz" when the guest sees it, else BogoMIPS/2).
+        mhz = float(fields.get("CPU max MHz") or float(fields.get("BogoMIPS", 0)) / 2)
+        if "fma" in flags and mhz:
+            info["paper_peak_gflops"] = info["cores"] * 32 * mhz / 1000
     except (OSError, subprocess.CalledProcessError):
         info["cpu"] = platform.processor() or "?"
     try:

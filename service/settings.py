@@ -35,10 +35,10 @@ class Settings(BaseSettings):
         0, ge=0, description="ORT intra-op threads for one inference; 0 lets ORT use every physical core."
     )
     intra_op_spinning: bool = Field(
-        True,
+        False,
         description="Let ORT's intra-op threads busy-wait between operators instead of sleeping. "
-        "On by default (ORT's default). Turn it off when the cores are shared with other work "
-        "(docs/performance.md measures both).",
+        "Off by default: inside the server the cores are shared with decoding, PNG encoding and the "
+        "event loop, and off measured faster there (docs/performance.md, server threads lever).",
     )
     warmup: bool = Field(True, description="Run one inference before reporting ready.")
 
