@@ -131,7 +131,14 @@ class Featex(nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         x = image / 255.0 * 2.0 - 1.0
-        x = self.blocks(self.forensic(x))
+        if torch.is_autocast_enabled(x.device.type):
+            # Forensic traces are a pixel level or less: bf16/fp16 rounding of the input and of
+            # the high-pass responses would erase them, so the first layer always runs in fp32.
+            with torch.autocast(x.device.type, enabled=False):
+                x = self.forensic(x.float())
+        else:
+            x = self.forensic(x)
+        x = self.blocks(x)
         return F.normalize(self.transform(x), dim=1, eps=1e-12)
 
 
@@ -159,7 +166,11 @@ class Span(nn.Module):
         """Pre-sigmoid logits on the working grid, N x 1 x grid_h x grid_w (for losses)."""
         # Outlier transform (1x1, linear) and bilinear resize commute; transforming first
         # resizes 32 channels instead of 256 (the same result up to float rounding).
-        x = tf1_bilinear_resize(self.outlier(self.featex(image)), self.config.grid)
+        return self.logits_from_features(self.featex(image))
+
+    def logits_from_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Everything after Featex: ``grid_logits`` from Featex's output."""
+        x = tf1_bilinear_resize(self.outlier(features), self.config.grid)
         for attention, feed_forward in zip(self.attention, self.feed_forward):
             x = feed_forward(attention(x))
         return self.head(x)

@@ -81,6 +81,7 @@ class TrainConfig:
     stage1: Stage1Settings = field(default_factory=Stage1Settings)
     stage2: Stage2Settings = field(default_factory=Stage2Settings)
     featex_checkpoint: str | None = None  # skip stage 1: start from this featex.pt
+    init_checkpoint: str | None = None    # skip stage 1: start stage 2 from this model (a run's final.pt)
     seed: int = 0
     device: str = "auto"            # auto | cpu | cuda | cuda:N
     amp: str = "auto"               # auto | bf16 | fp16 | off (auto: bf16 where supported, fp16 on older GPUs)
@@ -442,8 +443,7 @@ def evaluate_localisation(span: Span, images: torch.Tensor, masks: torch.Tensor,
     heatmaps, losses = [], []
     for i in range(0, len(images), batch_size):
         x = images[i:i + batch_size].to(run.device)
-        with run.autocast():
-            logits = span.grid_logits(x)
+        logits = frozen_featex_logits(span, x, run)
         losses.append(localisation_loss(logits, masks[i:i + batch_size].to(run.device), 0.0)[0].item())
         # the shipped map: sigmoid on the grid, then the network's own resize to image size
         heatmaps.append(tf1_bilinear_resize(torch.sigmoid(logits.float()), tuple(x.shape[-2:])).cpu())
@@ -458,6 +458,15 @@ def evaluate_localisation(span: Span, images: torch.Tensor, masks: torch.Tensor,
         "val_pixel_auc_pooled": roc_auc(heat, truth),
         "val_image_auc": roc_auc(scores, truth.reshape(len(truth), -1).any(1)),
     }
+
+
+def frozen_featex_logits(span: Span, image: torch.Tensor, run: Run) -> torch.Tensor:
+    """Stage-2 forward: the frozen Featex in fp32, as the exported model runs it (cheap beside
+    the attention blocks), the trainable part under the run's mixed precision."""
+    with torch.no_grad(), torch.autocast(run.device.type, enabled=False):
+        features = span.featex(image.float())
+    with run.autocast():
+        return span.logits_from_features(features)
 
 
 def train_stage2(run: Run, span: Span, ckpt: dict | None) -> bool:
@@ -478,7 +487,7 @@ def train_stage2(run: Run, span: Span, ckpt: dict | None) -> bool:
 
     def step_loss(batch):
         image, mask, _kind = batch
-        return localisation_loss(span.grid_logits(image), mask, s.dice_weight)
+        return localisation_loss(frozen_featex_logits(span, image, run), mask, s.dice_weight)
 
     def validate(step: int) -> None:
         metrics = evaluate_localisation(span, val_images, val_masks, run, s.batch_size)
@@ -490,6 +499,8 @@ def train_stage2(run: Run, span: Span, ckpt: dict | None) -> bool:
             best.update(metrics, step=step)
             torch.save(span.checkpoint(step=step, validation=metrics), run.dir / "best.pt")
 
+    if start == 0 and run.config.init_checkpoint:
+        validate(0)  # the starting weights on this run's validation set: kept unless training beats them
     return fit(run, 2, span, optimizer, s, dataset, start, step_loss, ckpt, lambda: {"best": best}, validate)
 
 
@@ -528,7 +539,21 @@ def _train(run: Run, resume: bool) -> Path | None:
             device=str(run.device), amp=str(run.amp), threads=torch.get_num_threads(), span=span_config.name,
             parameters=span.parameter_count())
 
-    if ckpt is None or ckpt["stage"] == 1:
+    if ckpt is None and config.init_checkpoint:
+        # Continue an earlier run: its Featex (frozen) and its stage-2 weights, a fresh optimiser
+        # and schedule. Samples come from this config's seed, so use a seed the earlier run did not.
+        init_path = Path(config.init_checkpoint)
+        init = torch.load(init_path if init_path.is_absolute() else REPO_ROOT / init_path,
+                          map_location="cpu", weights_only=False)
+        if SpanConfig.from_dict(init["config"]) != span_config:
+            raise ValueError(f"{config.init_checkpoint} holds a different architecture than this config")
+        span.load_state_dict(init["state_dict"])
+        run.log(event="initialised", path=config.init_checkpoint, step=init.get("step"),
+                validation=init.get("validation"))
+        torch.save({"config": span_config.to_dict(), "state_dict": span.featex.state_dict()}, run.dir / "featex.pt")
+        ckpt = {"stage": 2, "step": 0, "model": span.state_dict(), "best": {"val_pixel_auc": None}}
+        run.save({**ckpt, "config": config.to_dict()}, plot=False)
+    elif ckpt is None or ckpt["stage"] == 1:
         if config.featex_checkpoint:
             span.featex.load_state_dict(torch.load(config.featex_checkpoint, map_location="cpu")["state_dict"])
             run.log(event="featex loaded", path=config.featex_checkpoint)

@@ -104,3 +104,21 @@ def test_grid_logits_give_the_heatmap_through_sigmoid_and_resize():
     image = _image(1, 3, 40, 40)  # same size as the grid: the resize is the identity
     with torch.no_grad():
         torch.testing.assert_close(model(image), torch.sigmoid(model.grid_logits(image)))
+
+
+def test_forensic_first_layer_runs_in_fp32_under_mixed_precision():
+    """bf16 keeps 8 bits of mantissa: the input and the high-pass responses, a pixel level or
+    less, would be rounded away. Under autocast the rest of Featex may run in bf16, the first
+    layer may not, and its responses equal the fp32 ones exactly."""
+    torch.manual_seed(0)
+    featex = Featex(SpanConfig.preset("slim")).eval()
+    image = torch.rand(1, 3, 40, 40) * 255
+    seen = []
+    featex.forensic.register_forward_hook(lambda _m, _i, out: seen.append(out))
+    with torch.no_grad():
+        featex(image)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            featex(image)
+    fp32, mixed = seen
+    assert mixed.dtype == torch.float32
+    assert torch.equal(fp32, mixed)
