@@ -324,6 +324,14 @@ class Engine:
 
 
 # ---------------------------------------------------------------------- helpers
+NVIDIA_PROVIDERS = {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
+
+
+def nvidia_driver_present() -> bool:
+    """Whether an NVIDIA kernel driver is loaded (also true inside a container given a GPU)."""
+    return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidiactl").exists()
+
+
 def create_session(model_path: Path, providers: list[str], intra_op_threads: int, *,
                    spinning: bool = True) -> ort.InferenceSession:
     """An ORT session on the first usable provider of `providers`, falling back to CPU cleanly."""
@@ -335,6 +343,10 @@ def create_session(model_path: Path, providers: list[str], intra_op_threads: int
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # errors only: the fallback below is reported once, by us
     available = set(ort.get_available_providers())
+    if not nvidia_driver_present():
+        # onnxruntime-gpu lists CUDA as available on any machine; without a driver, asking for
+        # it only prints a library-loading error from ORT's global logger at every start.
+        available -= NVIDIA_PROVIDERS
     wanted = [p for p in providers if p in available] or ["CPUExecutionProvider"]
     if "CPUExecutionProvider" not in wanted:
         wanted.append("CPUExecutionProvider")
@@ -349,7 +361,9 @@ def create_session(model_path: Path, providers: list[str], intra_op_threads: int
         session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
     in_use = session.get_providers()
     if in_use[0] != providers[0]:
-        log.warning("configured providers %s; in use: %s", providers, in_use)
+        expected = in_use[0] in providers and not nvidia_driver_present()  # the default on a CPU host
+        (log.info if expected else log.warning)("configured providers %s; in use: %s%s", providers, in_use,
+                                                " (no NVIDIA GPU here)" if expected else "")
     return session
 
 

@@ -19,7 +19,7 @@ from PIL import Image
 
 from service.analysis import analyze_bytes, image_score, tampered_fraction
 from service.decode import InputError
-from service.engine import Engine, EngineError, EngineStopped, InferenceTimeout, Overloaded
+from service.engine import Engine, EngineError, EngineStopped, InferenceTimeout, Overloaded, create_session
 from service.manifest import ManifestError
 from service.settings import REPO_ROOT, Settings
 from support import EXIF_SAMPLES
@@ -268,6 +268,26 @@ def test_unavailable_provider_falls_back_to_cpu_and_is_not_ready(probe_dir):
         assert engine.warmed and not engine.provider_as_configured and not engine.ready
     finally:
         engine.close(5)
+
+
+def test_gpu_providers_are_not_requested_without_an_nvidia_driver(probe_dir, monkeypatch):
+    """onnxruntime-gpu lists CUDA as available everywhere; asking for it on a CPU host only
+    makes ORT print a library-loading error at every start."""
+    from service import engine as engine_module
+
+    requested = []
+    real_session = engine_module.ort.InferenceSession
+
+    def spy(path, options, providers):
+        requested.append([p if isinstance(p, str) else p[0] for p in providers])
+        return real_session(path, options, providers=providers)
+
+    monkeypatch.setattr(engine_module.ort, "InferenceSession", spy)
+    monkeypatch.setattr(engine_module.ort, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(engine_module, "nvidia_driver_present", lambda: False)
+    create_session(probe_dir / "span.onnx", ["CUDAExecutionProvider", "CPUExecutionProvider"], 1)
+    assert requested == [["CPUExecutionProvider"]]
 
 
 @pytest.mark.parametrize("spinning", [True, False])
