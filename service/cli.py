@@ -22,6 +22,8 @@ def export(
     out: Path = typer.Option(Path(__file__).resolve().parents[1] / "weights", help="Directory to write."),
     preset: str = typer.Option("slim", help="Layout for the untrained initialisation: reference, pooled, slim."),
     seed: int = typer.Option(0, help="Seed of the untrained initialisation."),
+    warning: str = typer.Option(None, help="A caveat every user of these weights must see (manifest 'warning', "
+                                "shown by /v1/model, the web page and span scan), e.g. a weak training budget."),
 ) -> None:
     """Export ONNX + torch weights + manifest into weights/, after checking ORT parity with torch."""
     import shlex
@@ -30,7 +32,8 @@ def export(
     from models.export import export_weights  # torch side: imported only here
 
     command = "span export " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-    manifest = export_weights(out, checkpoint=checkpoint, preset=preset, seed=seed, command=command.strip())
+    manifest = export_weights(out, checkpoint=checkpoint, preset=preset, seed=seed, warning=warning,
+                              command=command.strip())
     typer.echo(f"wrote {manifest}")
 
 
@@ -78,17 +81,25 @@ def evaluate(
     grid_rows: int = typer.Option(8, min=1, help="Rows in the grid."),
     strict: bool = typer.Option(False, help="Stop at a bad row instead of skipping and listing it."),
     progress: bool = typer.Option(True, help="Progress bar on stderr."),
+    record: str = typer.Option(None, metavar="NAME", help="Also write the headline scores into the weights' "
+                               "manifest.json under scores.NAME (e.g. 'dev'), for the model card."),
 ) -> None:
     """Evaluate the shipped model beside a constant map and ELA on a benchmark manifest (docs/evaluation.md)."""
-    from service.evaluate import EvaluationError, format_summary, run
+    from service.evaluate import EvaluationError, format_summary, record_scores, run
+    from service.settings import get_settings
 
+    if record is not None and limit is not None:
+        raise typer.BadParameter("scores of a partial run are not recorded", param_hint="--record")
     try:
         report = run(manifest, out=out, threshold=threshold, limit=limit, grid_path=grid, grid_rows=grid_rows,
                      strict=strict, progress=progress)
+        recorded = record_scores(report, get_settings().model_dir, record) if record else None
     except EvaluationError as error:
         typer.echo(f"span evaluate: {error}", err=True)
         raise typer.Exit(2) from None
     typer.echo(format_summary(report, out=out, grid=grid))
+    if recorded:
+        typer.echo(f"recorded under scores.{record} in {recorded}")
 
 
 @app.command()

@@ -618,6 +618,44 @@ def run(
     return report
 
 
+SCORE_KEYS = ("pixel_auc", "pixel_f1_fixed", "pixel_f1_best", "pixel_iou", "pixel_mcc", "image_auc", "image_bacc",
+              "pixel_auc_inv", "pixel_f1_fixed_inv", "n_images", "n_pixel_images")
+
+
+def score_summary(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a report a model card quotes: every method's headline metrics, overall and per
+    dataset, and what they were measured on."""
+    def pick(values: Mapping[str, Any]) -> dict[str, Any]:
+        return {key: values[key] for key in SCORE_KEYS if key in values}
+
+    return {
+        "manifest": report["manifest"],
+        "n_rows": report["n_rows"],
+        "skipped": len(report["skipped"]),
+        "threshold": report["settings"]["threshold"],
+        "large_image_policy": report["settings"]["engine"].get("large_image_policy"),
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+        "results": {method: {**pick(block), "by_dataset": {name: pick(v) for name, v in block["by_dataset"].items()}}
+                    for method, block in report["results"].items()},
+    }
+
+
+def record_scores(report: Mapping[str, Any], model_dir: Path, key: str) -> Path:
+    """Write ``score_summary(report)`` into the weights manifest under scores[key], refusing if the
+    weights there are not the ones evaluated. manifest.json itself is not hashed, so this keeps the
+    model files' digests valid."""
+    path = Path(model_dir) / "manifest.json"
+    data = json.loads(path.read_text())
+    evaluated = report["model"]["sha256"]
+    if data["files"]["span.onnx"]["sha256"] != evaluated:
+        raise EvaluationError(f"{path} describes other weights than the ones evaluated ({evaluated[:12]}…)")
+    data.setdefault("scores", {})[key] = score_summary(report)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(_finite(data), indent=2, allow_nan=False) + "\n")
+    tmp.replace(path)
+    return path
+
+
 def _model_description(engine: Any, settings: Any) -> dict[str, Any]:
     """The model as the service describes it (manifest, sha256, trained flag), plus where it ran."""
     return {**engine.manifest.describe(), "model_dir": str(settings.model_dir), "provider": engine.provider}

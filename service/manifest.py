@@ -47,6 +47,15 @@ class Manifest:
     architecture: dict[str, Any] = field(default_factory=dict)
     produced_by: dict[str, Any] = field(default_factory=dict)
     scores: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    caveat: str | None = None  # the manifest's "warning": what a user must know before trusting a map
+
+    @property
+    def warning(self) -> str | None:
+        """What every user must read first: untrained weights, or the exporter's caveat."""
+        if not self.trained:
+            return f"UNTRAINED MODEL: {self.status}. Its heatmaps and scores carry no evidence."
+        return self.caveat
 
     @property
     def onnx_path(self) -> Path:
@@ -74,10 +83,12 @@ class Manifest:
         return {
             **self.model_info(),
             "status": self.status,
+            "warning": self.warning,
             "input": self.input,
             "output": self.output,
             "architecture": self.architecture,
             "produced_by": self.produced_by,
+            "training": self.training,
             "scores": self.scores,
         }
 
@@ -131,6 +142,8 @@ def load_manifest(path: str | Path, *, verify: bool = True) -> Manifest:
         architecture=data.get("architecture", {}),
         produced_by=data.get("produced_by", {}),
         scores=data.get("scores", {}),
+        training=data.get("training", {}),
+        caveat=data.get("warning"),
     )
     if verify:
         manifest.verify()

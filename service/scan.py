@@ -175,6 +175,7 @@ class ScanFailure(Exception):
 
 class Backend(Protocol):
     model: dict[str, Any]     # {"name", "version", "sha256", "trained"}
+    warning: str | None       # the model's caveat (untrained, weak budget), printed before scanning
     description: str
 
     def analyse(self, items: Sequence[tuple[ScanInput, bytes]]) -> Iterator[tuple[ScanInput, Finding | ScanFailure]]:
@@ -192,7 +193,9 @@ class LocalBackend:
         self.settings = settings
         # The manifest (sha256-verified) says which model would answer; the ONNX session itself
         # is created only when an image needs it, so a resumed scan with nothing left is instant.
-        self.model = load_manifest(settings.model_dir).model_info()
+        manifest = load_manifest(settings.model_dir)
+        self.model = manifest.model_info()
+        self.warning = manifest.warning
         self.description = "local ONNX Runtime"
         self._engine = None
 
@@ -251,6 +254,7 @@ class ServerBackend:
             raise ScanFailure("server_error", f"{self.url}/v1/model answered HTTP {response.status_code}")
         described = response.json()
         self.model = {k: described.get(k) for k in ("name", "version", "sha256", "trained")}
+        self.warning = described.get("warning")
         self.description = f"server {self.url}"
 
     def analyse(self, items):
@@ -616,9 +620,8 @@ def scan(
     except ManifestError as exc:
         print(f"span scan: cannot use the local model: {exc}", file=sys.stderr)
         return 1
-    if backend.model.get("trained") is False:
-        print("span scan: WARNING: the model is UNTRAINED (random weights); its heatmaps and scores "
-              "carry no evidence", file=sys.stderr)
+    if backend.warning:
+        print(f"span scan: WARNING: {backend.warning}", file=sys.stderr)
     finished: dict[ScanInput, Outcome] = {}
     interrupted = lost_server = False
     previous_handler = _stop_on_sigterm()

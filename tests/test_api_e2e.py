@@ -85,6 +85,8 @@ def test_health_model_and_schema(api, metrics_before):
     assert model["providers_configured"][-1] == "CPUExecutionProvider"
     if not manifest["trained"]:
         assert "UNTRAINED" in model["warning"]
+    else:
+        assert model["warning"] == manifest.get("warning") and model["training"] == manifest.get("training", {})
     schema = api.get("/openapi.json").json()
     assert {"/v1/localize", "/v1/scan", "/v1/model", "/health/live", "/health/ready", "/metrics"} <= set(schema["paths"])
     localize = schema["paths"]["/v1/localize"]["post"]

@@ -390,3 +390,25 @@ def test_cli_on_the_real_dev_manifest_with_a_limit(tmp_path):
     assert [image["id"] for image in report["images"]] == [row.id for row in read_benchmark_manifest(DEV_MANIFEST)[:3]]
     assert span["image_auc"] is None and "only one class" in span["notes"]["image_auc"]
     assert 0.0 <= span["pixel_auc"] <= 1.0
+
+
+def test_recorded_scores_land_in_the_manifest_of_the_weights_evaluated_only(tmp_path):
+    import shutil
+
+    from service.evaluate import EvaluationError, record_scores
+    from service.manifest import load_manifest
+
+    weights = tmp_path / "weights"
+    shutil.copytree(ROOT / "weights", weights)
+    manifest = load_manifest(weights)
+    block = {"pixel_auc": 0.61, "image_auc": 0.55, "n_images": 3, "notes": {}, "by_dataset": {"x": {"pixel_auc": 0.6}}}
+    report = {"manifest": "bench/manifest.csv", "n_rows": 3, "skipped": [], "model": {"sha256": manifest.sha256},
+              "settings": {"threshold": 0.5, "engine": {"large_image_policy": "resize"}},
+              "results": {"span": block, "ela": {**block, "pixel_auc": 0.7}}}
+    record_scores(report, weights, "bench")
+    recorded = load_manifest(weights).scores["bench"]  # the model files still verify
+    assert recorded["results"]["span"]["pixel_auc"] == 0.61 and recorded["results"]["ela"]["pixel_auc"] == 0.7
+    assert recorded["results"]["span"]["by_dataset"] == {"x": {"pixel_auc": 0.6}}
+    assert "notes" not in recorded["results"]["span"] and recorded["manifest"] == "bench/manifest.csv"
+    with pytest.raises(EvaluationError, match="other weights"):
+        record_scores({**report, "model": {"sha256": "0" * 64}}, weights, "bench")

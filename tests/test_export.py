@@ -86,12 +86,16 @@ def test_span_export_command_from_a_checkpoint_carries_its_status(tmp_path):
     torch.manual_seed(2)
     model = Span(SpanConfig.preset("pooled", **FLOW))
     ckpt = tmp_path / "trained.pt"
-    torch.save(model.checkpoint(trained=True, status="trained: test run", scores={"pixel_auc": 0.5}), ckpt)
-    result = CliRunner().invoke(app, ["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "w")])
+    torch.save(model.checkpoint(trained=True, status="trained: test run", scores={"pixel_auc": 0.5},
+                                training={"run": "test", "step": 7}), ckpt)
+    result = CliRunner().invoke(app, ["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "w"),
+                                      "--warning", "weak: a test budget"])
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "w" / "manifest.json").read_text())
     assert data["trained"] is True and data["status"] == "trained: test run"
     assert data["scores"] == {"pixel_auc": 0.5}
+    assert data["warning"] == "weak: a test budget" and data["training"] == {"run": "test", "step": 7}
+    assert load_manifest(tmp_path / "w").describe()["warning"] == "weak: a test budget"
     assert data["produced_by"]["command"].startswith("span export")
     load_manifest(tmp_path / "w")
 

@@ -41,8 +41,16 @@ def test_loads_and_exposes_metadata(tmp_path):
     assert manifest.sha256 == hashlib.sha256(b"model bytes").hexdigest()
     assert manifest.model_info() == {"name": "span", "version": "0.1.0", "sha256": manifest.sha256, "trained": False}
     assert manifest.describe()["status"].startswith("UNTRAINED")
+    assert manifest.describe()["warning"].startswith("UNTRAINED MODEL")  # even where the file sets none
     assert (manifest.input_name, manifest.output_name) == ("image", "heatmap")
     assert load_manifest(tmp_path / "manifest.json") == manifest
+
+
+def test_a_trained_model_carries_its_makers_caveat_or_none(tmp_path):
+    _write_weights(tmp_path, {"span.onnx": b"m"}, trained=True, status="trained", warning="weak budget")
+    assert load_manifest(tmp_path).describe()["warning"] == "weak budget"
+    _write_weights(tmp_path, {"span.onnx": b"m"}, trained=True, status="trained")
+    assert load_manifest(tmp_path).describe()["warning"] is None
 
 
 def test_refuses_onnx_whose_sha256_differs_naming_both_digests(tmp_path):

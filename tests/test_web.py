@@ -106,12 +106,17 @@ def test_upload_shows_overlay_score_metadata_and_rejects_a_fake(page, live_serve
     page.on("response", keep)
     page.goto(live_server + "/")
     sync_api.expect(page.get_by_test_id("model-info")).to_contain_text(f"{model['name']} {model['version']}")
-    banner = page.get_by_test_id("untrained-banner")
+    banner, caveat = page.get_by_test_id("untrained-banner"), page.get_by_test_id("model-caveat")
     if model["trained"]:
         sync_api.expect(banner).to_be_hidden()
     else:
         sync_api.expect(banner).to_be_visible()
         sync_api.expect(banner).to_contain_text(model["status"])
+    if model["trained"] and model["warning"]:  # trained weights with a caveat from their makers
+        sync_api.expect(caveat).to_be_visible()
+        sync_api.expect(caveat).to_contain_text(model["warning"])
+    else:
+        sync_api.expect(caveat).to_be_hidden()
 
     fake = tmp_path / "notes.jpg"
     fake.write_text("meeting notes, not a photo, whatever the name says")

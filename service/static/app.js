@@ -86,6 +86,11 @@ function showModel(model) {
   if (model.trained === false) {
     if (model.status) $("#untrained-detail").textContent = `The server reports: “${model.status}”.`;
     $("#untrained-banner").hidden = false;
+  } else if (model.warning) {
+    // trained weights whose makers attached a caveat (a weak budget, a known blind spot)
+    const caveat = $("#model-caveat");
+    caveat.textContent = `Read before trusting a heatmap: ${model.warning}`;
+    caveat.hidden = false;
   }
 }
 
