@@ -121,8 +121,10 @@ def _git_commit() -> str:
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
             cwd=Path(__file__).resolve().parent,
         )
+        # Dirty means the torch-side code (models/) differs from the commit; the weights being
+        # rewritten and docs being edited do not change what was exported.
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "."], capture_output=True, text=True,
             cwd=Path(__file__).resolve().parent,
         ).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "")
