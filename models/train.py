@@ -596,8 +596,10 @@ def plot_log(log_path: Path, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, stage in zip(axes, (1, 2)):
+    # a run that starts from an earlier model (init_checkpoint) has no stage 1: draw its stage 2 alone
+    stages = [stage for stage in (1, 2) if any(r.get("stage") == stage for r in records)] or [1, 2]
+    fig, axes = plt.subplots(1, len(stages), figsize=(5.5 * len(stages), 4), squeeze=False)
+    for ax, stage in zip(axes[0], stages):
         steps = [r for r in records if r.get("stage") == stage and "loss" in r]
         x = [r["step"] for r in steps]
         if steps:  # raw per-batch values faint, their running mean on top
@@ -620,7 +622,7 @@ def plot_log(log_path: Path, out: Path) -> None:
         lines = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
         if lines:
             ax.legend(lines, [h.get_label() for h in lines], loc="upper right", fontsize=8)
-    fig.subplots_adjust(left=0.07, right=0.93, wspace=0.35, bottom=0.13)
+    fig.tight_layout()
     fig.savefig(out, dpi=90)
     plt.close(fig)
 
