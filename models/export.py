@@ -189,8 +189,9 @@ def export_weights(
     """Write span.pt, span.onnx and manifest.json into ``out_dir``; returns the manifest path.
 
     From a training checkpoint (``Span.checkpoint()`` dict; its 'trained' flag, 'status',
-    'warning', 'training' and 'scores' are carried over; ``warning`` replaces its warning) or, without one, an UNTRAINED initialisation of
-    ``config`` (default: the named ``preset``) seeded with ``seed``. Nothing is written unless ORT parity holds.
+    'warning', 'training' and 'scores' are carried over; ``warning`` replaces its warning)
+    or, without one, an UNTRAINED initialisation of ``config`` (default: the named ``preset``)
+    seeded with ``seed``. Nothing is written unless ORT parity holds.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

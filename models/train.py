@@ -539,22 +539,19 @@ def _train(run: Run, resume: bool) -> Path | None:
             device=str(run.device), amp=str(run.amp), threads=torch.get_num_threads(), span=span_config.name,
             parameters=span.parameter_count())
 
-    if ckpt is None and config.init_checkpoint:
-        # Continue an earlier run: its Featex (frozen) and its stage-2 weights, a fresh optimiser
-        # and schedule. Samples come from this config's seed, so use a seed the earlier run did not.
-        init_path = Path(config.init_checkpoint)
-        init = torch.load(init_path if init_path.is_absolute() else REPO_ROOT / init_path,
-                          map_location="cpu", weights_only=False)
-        if SpanConfig.from_dict(init["config"]) != span_config:
-            raise ValueError(f"{config.init_checkpoint} holds a different architecture than this config")
-        span.load_state_dict(init["state_dict"])
-        run.log(event="initialised", path=config.init_checkpoint, step=init.get("step"),
-                validation=init.get("validation"))
-        torch.save({"config": span_config.to_dict(), "state_dict": span.featex.state_dict()}, run.dir / "featex.pt")
-        ckpt = {"stage": 2, "step": 0, "model": span.state_dict(), "best": {"val_pixel_auc": None}}
-        run.save({**ckpt, "config": config.to_dict()}, plot=False)
-    elif ckpt is None or ckpt["stage"] == 1:
-        if config.featex_checkpoint:
+    if ckpt is None or ckpt["stage"] == 1:
+        if ckpt is None and config.init_checkpoint:
+            # Continue an earlier run: its Featex (frozen) and its stage-2 weights, a fresh optimiser
+            # and schedule. Samples come from this config's seed, so use a seed the earlier run did not.
+            init_path = Path(config.init_checkpoint)
+            init = torch.load(init_path if init_path.is_absolute() else REPO_ROOT / init_path,
+                              map_location="cpu", weights_only=False)
+            if SpanConfig.from_dict(init["config"]) != span_config:
+                raise ValueError(f"{config.init_checkpoint} holds a different architecture than this config")
+            span.load_state_dict(init["state_dict"])
+            run.log(event="initialised", path=config.init_checkpoint, step=init.get("step"),
+                    validation=init.get("validation"))
+        elif config.featex_checkpoint:
             span.featex.load_state_dict(torch.load(config.featex_checkpoint, map_location="cpu")["state_dict"])
             run.log(event="featex loaded", path=config.featex_checkpoint)
         elif not train_stage1(run, span, ckpt):

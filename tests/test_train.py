@@ -137,6 +137,27 @@ def test_featex_is_frozen_in_stage2_and_the_rest_learns(tmp_path):
     assert (run_dir / "loss.png").stat().st_size > 0
 
 
+def test_init_checkpoint_continues_stage2_from_an_earlier_run(tmp_path):
+    first = train(tiny_config(tmp_path, name="first"))
+    earlier = torch.load(first, weights_only=False)["state_dict"]
+    config = tiny_config(tmp_path, name="continued", seed=1, init_checkpoint=str(first), stage1={"steps": 1000})
+    final = train(config)
+    log = read_log(tmp_path / "continued")
+    assert not any(r.get("stage") == 1 for r in log)  # no stage 1 at all
+    (started,) = [r for r in log if r.get("event") == "initialised"]
+    assert started["path"] == str(first)
+    validations = [r for r in log if r.get("event") == "validation"]
+    assert validations[0]["step"] == 0 and validations[0]["best"]  # the starting weights are the bar to beat
+    weights = torch.load(final, weights_only=False)["state_dict"]
+    assert all(torch.equal(weights[k], v) for k, v in earlier.items() if k.startswith("featex."))
+    moved = any(not torch.equal(weights[k], earlier[k]) for k in weights if not k.startswith("featex."))
+    kept_start = torch.load(final, weights_only=False)["step"] == 0
+    assert moved or kept_start  # either training beat the start, or the start was kept as best
+    other = tiny_config(tmp_path, name="other", init_checkpoint=str(first), span={**TINY_SPAN, "attention_dim": 4})
+    with pytest.raises(ValueError, match="different architecture"):
+        train(other)
+
+
 def test_resume_continues_from_the_saved_step(tmp_path):
     unbroken = train(tiny_config(tmp_path, name="unbroken"))
 
