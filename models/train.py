@@ -504,11 +504,13 @@ def train_stage2(run: Run, span: Span, ckpt: dict | None) -> bool:
     return fit(run, 2, span, optimizer, s, dataset, start, step_loss, ckpt, lambda: {"best": best}, validate)
 
 
+def _repo_path(path: str) -> Path:
+    """A path from a config: absolute, or relative to the repository (as runs_dir)."""
+    return Path(path) if Path(path).is_absolute() else REPO_ROOT / path
+
+
 def _data_dir(config: TrainConfig) -> Path | None:
-    if config.data_dir is None:
-        return None
-    path = Path(config.data_dir)
-    return path if path.is_absolute() else REPO_ROOT / path
+    return None if config.data_dir is None else _repo_path(config.data_dir)
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -543,9 +545,7 @@ def _train(run: Run, resume: bool) -> Path | None:
         if ckpt is None and config.init_checkpoint:
             # Continue an earlier run: its Featex (frozen) and its stage-2 weights, a fresh optimiser
             # and schedule. Samples come from this config's seed, so use a seed the earlier run did not.
-            init_path = Path(config.init_checkpoint)
-            init = torch.load(init_path if init_path.is_absolute() else REPO_ROOT / init_path,
-                              map_location="cpu", weights_only=False)
+            init = torch.load(_repo_path(config.init_checkpoint), map_location="cpu", weights_only=False)
             if SpanConfig.from_dict(init["config"]) != span_config:
                 raise ValueError(f"{config.init_checkpoint} holds a different architecture than this config")
             span.load_state_dict(init["state_dict"])

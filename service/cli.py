@@ -86,14 +86,13 @@ def evaluate(
 ) -> None:
     """Evaluate the shipped model beside a constant map and ELA on a benchmark manifest (docs/evaluation.md)."""
     from service.evaluate import EvaluationError, format_summary, record_scores, run
-    from service.settings import get_settings
 
     if record is not None and limit is not None:
         raise typer.BadParameter("scores of a partial run are not recorded", param_hint="--record")
     try:
         report = run(manifest, out=out, threshold=threshold, limit=limit, grid_path=grid, grid_rows=grid_rows,
                      strict=strict, progress=progress)
-        recorded = record_scores(report, get_settings().model_dir, record) if record else None
+        recorded = record_scores(report, record) if record else None
     except EvaluationError as error:
         typer.echo(f"span evaluate: {error}", err=True)
         raise typer.Exit(2) from None

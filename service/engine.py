@@ -343,7 +343,8 @@ def create_session(model_path: Path, providers: list[str], intra_op_threads: int
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3  # errors only: the fallback below is reported once, by us
     available = set(ort.get_available_providers())
-    if not nvidia_driver_present():
+    driver = nvidia_driver_present()
+    if not driver:
         # onnxruntime-gpu lists CUDA as available on any machine; without a driver, asking for
         # it only prints a library-loading error from ORT's global logger at every start.
         available -= NVIDIA_PROVIDERS
@@ -361,7 +362,7 @@ def create_session(model_path: Path, providers: list[str], intra_op_threads: int
         session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
     in_use = session.get_providers()
     if in_use[0] != providers[0]:
-        expected = in_use[0] in providers and not nvidia_driver_present()  # the default on a CPU host
+        expected = in_use[0] in providers and not driver  # the default on a CPU host
         (log.info if expected else log.warning)("configured providers %s; in use: %s%s", providers, in_use,
                                                 " (no NVIDIA GPU here)" if expected else "")
     return session

@@ -640,11 +640,11 @@ def score_summary(report: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def record_scores(report: Mapping[str, Any], model_dir: Path, key: str) -> Path:
-    """Write ``score_summary(report)`` into the weights manifest under scores[key], refusing if the
-    weights there are not the ones evaluated. manifest.json itself is not hashed, so this keeps the
-    model files' digests valid."""
-    path = Path(model_dir) / "manifest.json"
+def record_scores(report: Mapping[str, Any], key: str) -> Path:
+    """Write ``score_summary(report)`` into the manifest of the weights folder the report evaluated,
+    under scores[key], refusing if the weights there changed since. manifest.json itself is not
+    hashed, so this keeps the model files' digests valid."""
+    path = Path(report["model"]["model_dir"]) / "manifest.json"
     data = json.loads(path.read_text())
     evaluated = report["model"]["sha256"]
     if data["files"]["span.onnx"]["sha256"] != evaluated:

@@ -327,8 +327,9 @@ def test_report_has_every_key_and_no_nan_even_when_undefined(tmp_path):
 
 # ---------------------------------------------------------------- the command, end to end, with the committed model
 
-def _span(*arguments: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([str(SPAN), "evaluate", *arguments], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+def _span(*arguments: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(SPAN), "evaluate", *arguments], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
 
 
 def test_cli_on_a_synthetic_manifest_writes_every_key_and_a_grid(tmp_path):
@@ -402,13 +403,24 @@ def test_recorded_scores_land_in_the_manifest_of_the_weights_evaluated_only(tmp_
     shutil.copytree(ROOT / "weights", weights)
     manifest = load_manifest(weights)
     block = {"pixel_auc": 0.61, "image_auc": 0.55, "n_images": 3, "notes": {}, "by_dataset": {"x": {"pixel_auc": 0.6}}}
-    report = {"manifest": "bench/manifest.csv", "n_rows": 3, "skipped": [], "model": {"sha256": manifest.sha256},
+    report = {"manifest": "bench/manifest.csv", "n_rows": 3, "skipped": [],
+              "model": {"sha256": manifest.sha256, "model_dir": str(weights)},
               "settings": {"threshold": 0.5, "engine": {"large_image_policy": "resize"}},
               "results": {"span": block, "ela": {**block, "pixel_auc": 0.7}}}
-    record_scores(report, weights, "bench")
+    record_scores(report, "bench")
     recorded = load_manifest(weights).scores["bench"]  # the model files still verify
     assert recorded["results"]["span"]["pixel_auc"] == 0.61 and recorded["results"]["ela"]["pixel_auc"] == 0.7
     assert recorded["results"]["span"]["by_dataset"] == {"x": {"pixel_auc": 0.6}}
     assert "notes" not in recorded["results"]["span"] and recorded["manifest"] == "bench/manifest.csv"
     with pytest.raises(EvaluationError, match="other weights"):
-        record_scores({**report, "model": {"sha256": "0" * 64}}, weights, "bench")
+        record_scores({**report, "model": {"sha256": "0" * 64, "model_dir": str(weights)}}, "bench")
+
+    # Through the command: the scores land in the manifest of the folder it evaluated (SPAN_MODEL_DIR).
+    synthetic = _synthetic_manifest(tmp_path / "set")
+    done = _span(str(synthetic), "--record", "synthetic", "--out", str(tmp_path / "r.json"), "--no-progress",
+                 env={"SPAN_MODEL_DIR": str(weights)})
+    assert done.returncode == 0, done.stderr
+    assert f"recorded under scores.synthetic in {weights / 'manifest.json'}" in done.stdout
+    evaluated = json.loads((tmp_path / "r.json").read_text())["results"]["span"]["pixel_auc"]
+    assert load_manifest(weights).scores["synthetic"]["results"]["span"]["pixel_auc"] == evaluated
+    assert "bench" in load_manifest(weights).scores  # earlier records are kept
