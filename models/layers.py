@@ -138,19 +138,37 @@ class ForensicConv(nn.Module):
     """ManTra-Net's CombinedConv2D: plain 5x5 + fixed SRM + Bayar 5x5, no bias, ReLU.
 
     Channels out = plain + 9 + bayar (4 + 9 + 3 = 16 in the reference), concatenated in
-    that order. One symmetric pad is shared by the three branches.
+    that order. The three branches read the same symmetrically padded input, so they run
+    as one convolution with their kernels stacked: 16 output channels fill one blocked
+    (NCHWc) convolution in ONNX Runtime, where three separate ones each padded 3-9
+    channels up to 16 and needed their own layout conversions (3x slower).
+
+    ``input_scale``/``input_offset``: the layer sees ``x * input_scale + input_offset``.
+    The affine map is folded into the convolution, conv(s*x + o) = s*conv(x) + o*sum(W),
+    exact because symmetric padding copies pixels (a padded pixel maps like any other), so
+    Featex feeds 0..255 pixels straight in with no elementwise pass over the full image.
     """
 
-    def __init__(self, plain: int = 4, bayar: int = 3, in_channels: int = 3):
+    def __init__(
+        self, plain: int = 4, bayar: int = 3, in_channels: int = 3, *, input_scale: float = 1.0, input_offset: float = 0.0
+    ):
         super().__init__()
         self.plain = nn.Conv2d(in_channels, plain, 5, bias=False)
         self.srm = SRMConv2d()
         self.bayar = BayarConv2d(in_channels, bayar, 5)
         self.out_channels = plain + SRMConv2d.out_channels + bayar
+        self.input_scale = input_scale
+        self.input_offset = input_offset
+
+    @property
+    def kernel(self) -> torch.Tensor:
+        """The stacked kernel: plain, SRM, constrained Bayar (out_channels, 3, 5, 5)."""
+        return torch.cat([self.plain.weight, self.srm.weight, self.bayar.kernel])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = symmetric_pad(x, 2)
-        return F.relu(torch.cat([self.plain(x), self.srm(x), self.bayar(x)], dim=1))
+        kernel = self.kernel
+        bias = self.input_offset * kernel.sum(dim=(1, 2, 3)) if self.input_offset else None
+        return F.relu(F.conv2d(symmetric_pad(x, 2), kernel * self.input_scale, bias))
 
 
 class OutlierTransform(nn.Module):
@@ -164,6 +182,8 @@ class OutlierTransform(nn.Module):
         super().__init__()
         self.raw = nn.Parameter(torch.empty(out_channels, in_channels, 1, 1))
         nn.init.kaiming_uniform_(self.raw, a=5**0.5)
+        # Sums x*x over channels in of_unnormalised; not state (checkpoints are unchanged).
+        self.register_buffer("channel_sum", torch.ones(1, in_channels, 1, 1), persistent=False)
 
     @property
     def kernel(self) -> torch.Tensor:
@@ -171,6 +191,17 @@ class OutlierTransform(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.kernel)
+
+    def of_unnormalised(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward(F.normalize(x, dim=1))`` computed as ``forward(x) / |x|``.
+
+        The 1x1 conv is linear, so dividing its 32 outputs by each pixel's norm equals
+        normalising its wide input first, without a full pass over the wide features. The
+        squared norm is a 1x1 conv of x*x with a kernel of ones rather than a ReduceSum
+        over channels, so ONNX Runtime keeps the wide tensor in its blocked layout.
+        """
+        norm = F.conv2d(x * x, self.channel_sum.to(x.dtype)).sqrt().clamp_min(1e-12)  # F.normalize's eps
+        return self(x) / norm
 
 
 def _neighbour_offsets(dilation: int) -> list[tuple[int, int]]:
@@ -199,6 +230,17 @@ class PixelAttention(nn.Module):
     same as the reference's. A zero-padded x gives exactly the zero K and V of the
     reference outside the image, so the masked logit (0) and value (0) are reproduced
     without a mask tensor.
+
+    Two formulations of that algebra, chosen by runtime (tests hold both to the literal
+    reference):
+    - torch (training, eager): neighbours are slices of the zero-padded x (views, free).
+    - ONNX export (``forward_blocked``): neighbour n is a one-hot depthwise 3x3 conv with
+      dilation d and zero padding, the scale-and-expand of the attention weights is a 1x1
+      conv, and the residual starts from the centre neighbour (x itself). Every large
+      tensor is then produced by a Conv, so ONNX Runtime keeps the whole attention and
+      feed-forward chain in its blocked NCHWc layout; slices of the padded map forced a
+      layout conversion around every product (attention + feed-forward 15 % faster in ORT,
+      while in torch the depthwise convs are 1.6x slower than the free views).
     """
 
     def __init__(self, dim: int = 32, dilation: int = 1):
@@ -208,8 +250,20 @@ class PixelAttention(nn.Module):
         self.query = nn.Conv2d(dim, dim, 1, bias=False)
         self.key = nn.Conv2d(dim, 9 * dim, 1, bias=False)
         self.value = nn.Conv2d(dim, 9 * dim, 1, bias=False)
+        # Fixed one-hot kernels of forward_blocked (not state: checkpoints are unchanged).
+        # shift[n]: depthwise kernel whose only tap is neighbour n; spread[n]: copies
+        # attention weight n onto dim channels.
+        shift = torch.zeros(9, dim, 1, 3, 3)
+        spread = torch.zeros(9, dim, 9, 1, 1)
+        for n in range(9):
+            shift[n, :, 0, n // 3, n % 3] = 1.0
+            spread[n, :, n] = 1.0
+        self.register_buffer("shift", shift, persistent=False)
+        self.register_buffer("spread", spread, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.onnx.is_in_onnx_export():
+            return self.forward_blocked(x)
         d, dim = self.dilation, self.dim
         # key_on_query[n] = Wk_n^T Wq: maps x_p to the vector dotted with neighbour n's x.
         wk = self.key.weight.reshape(9, dim, dim)
@@ -237,6 +291,28 @@ class PixelAttention(nn.Module):
         out = x
         for n, (oy, ox) in enumerate(offsets):
             out = out + F.conv2d(weights[:, n : n + 1] * neighbour(oy, ox), wv[n])
+        return out
+
+    def forward_blocked(self, x: torch.Tensor) -> torch.Tensor:
+        """The same function built from convolutions and elementwise products only (see the
+        class docstring): what the ONNX export runs."""
+        d, dim = self.dilation, self.dim
+        wk = self.key.weight.reshape(9, dim, dim)
+        key_on_query = torch.matmul(wk.transpose(1, 2), self.query.weight.reshape(dim, dim))
+        wv = self.value.weight.reshape(9, dim, dim, 1, 1)
+        dot_and_scale = torch.full((1, dim, 1, 1), 0.125, dtype=x.dtype, device=x.device)
+        neighbours = [F.conv2d(x, self.shift[n], padding=d, dilation=d, groups=dim) for n in range(9)]
+        logits = torch.cat(
+            [F.conv2d(F.conv2d(x, key_on_query[n, :, :, None, None]) * neighbours[n], dot_and_scale) for n in range(9)],
+            dim=1,
+        )
+        # Softmax over the 9 written out: ORT's Softmax over axis 1 of NCHW transposes twice
+        # (4.5 ms per block at 224x224); these elementwise ops take 0.5 ms.
+        exp = torch.exp(logits - logits.amax(dim=1, keepdim=True))
+        weights = exp / exp.sum(dim=1, keepdim=True)
+        out = neighbours[4]  # the centre neighbour is x, exactly (one tap of 1.0)
+        for n in range(9):
+            out = out + F.conv2d(F.conv2d(weights, self.spread[n]) * neighbours[n], wv[n])
         return out
 
 
@@ -282,12 +358,17 @@ class AttentionFeedForward(nn.Module):
 
 
 def _resize_axis(x: torch.Tensor, out_size: torch.Tensor | int, axis: int) -> torch.Tensor:
-    """TF1 bilinear along one axis: src = dst * in/out, no half-pixel shift, no antialias."""
+    """TF1 bilinear along one axis: src = dst * in/out, no half-pixel shift, no antialias.
+
+    The source coordinate is computed as ONNX Resize ('asymmetric') computes it, dst / (out/in),
+    so the exported Resize and this agree to float rounding (TF1 multiplies by in/out: the same
+    coordinate, rounded differently, which moved values by up to 1e-4).
+    """
     in_size = torch._shape_as_tensor(x)[axis]
     if not isinstance(out_size, torch.Tensor):
         out_size = torch.tensor(out_size, dtype=torch.int64)
-    scale = in_size.to(torch.float32) / out_size.to(torch.float32)
-    src = torch.arange(out_size, dtype=torch.float32, device=x.device) * scale
+    scale = out_size.to(torch.float32) / in_size.to(torch.float32)
+    src = torch.arange(out_size, dtype=torch.float32, device=x.device) / scale
     lo = src.floor()
     frac = src - lo
     lo = lo.to(torch.int64)
@@ -300,14 +381,38 @@ def _resize_axis(x: torch.Tensor, out_size: torch.Tensor | int, axis: int) -> to
     return a + (b - a) * frac
 
 
+class _OnnxTf1Resize(torch.autograd.Function):
+    """Export-only: tf1_bilinear_resize to a traced size as one ONNX Resize(linear,
+    'asymmetric'), which is TF1's coordinate mapping; ORT runs the 1024x768 map upsample in
+    1 ms where the traced gathers and lerps took 7 ms. The resize to the fixed working grid
+    stays as gathers: their constant indices let ORT prove the grid's shape, which it needs
+    to keep the attention in its blocked layout (after a Resize it could not)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, size: torch.Tensor) -> torch.Tensor:  # size: int64 [h, w]
+        return _resize_axis(_resize_axis(x, size[0], 2), size[1], 3)
+
+    @staticmethod
+    def symbolic(g, x, size):  # pragma: no cover - runs inside torch.onnx.export only
+        shape = g.op("Shape", x)
+        batch_channels = g.op(
+            "Slice", shape, g.op("Constant", value_t=torch.tensor([0])), g.op("Constant", value_t=torch.tensor([2]))
+        )
+        sizes = g.op("Concat", batch_channels, size, axis_i=0)
+        unused = g.op("Constant", value_t=torch.tensor([], dtype=torch.float32))  # roi, scales
+        return g.op("Resize", x, unused, unused, sizes, mode_s="linear", coordinate_transformation_mode_s="asymmetric")
+
+
 def tf1_bilinear_resize(
     x: torch.Tensor, size: tuple[int, int] | tuple[torch.Tensor, torch.Tensor]
 ) -> torch.Tensor:
     """Resize N,C,H,W to ``size`` as TF1's ``resize_bilinear(align_corners=False)``.
 
-    torch's and ONNX's built-in bilinear use half-pixel centres, so this is written out as
-    two gathers and a lerp per axis; torch and ONNX Runtime then compute the same thing.
+    torch's built-in bilinear uses half-pixel centres, so this is two gathers and a lerp per
+    axis; to a traced size, the ONNX export emits the equivalent Resize node instead.
     ``size`` may hold traced 0-d int64 tensors (output size taken from another input).
     """
+    if torch.onnx.is_in_onnx_export() and all(isinstance(s, torch.Tensor) for s in size):
+        return _OnnxTf1Resize.apply(x, torch.stack([s.reshape(()) for s in size]).to(torch.int64))
     x = _resize_axis(x, size[0], 2)
     return _resize_axis(x, size[1], 3)

@@ -114,7 +114,10 @@ class Featex(nn.Module):
     def __init__(self, config: SpanConfig):
         super().__init__()
         self.config = config
-        first = ForensicConv(plain=config.forensic_plain, bayar=config.forensic_bayar)
+        # Pixels 0..255 are scaled to -1..1 inside the first layer's convolution (exact, cheaper).
+        first = ForensicConv(
+            plain=config.forensic_plain, bayar=config.forensic_bayar, input_scale=2.0 / 255.0, input_offset=-1.0
+        )
         self.forensic = first
         layers: list[nn.Module] = []
         width = first.out_channels
@@ -130,7 +133,12 @@ class Featex(nn.Module):
         self.out_channels = config.featex_dim
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        x = image / 255.0 * 2.0 - 1.0
+        """Unit-norm features (N, featex_dim, H / stride, W / stride)."""
+        return F.normalize(self.unnormalised(image), dim=1, eps=1e-12)
+
+    def unnormalised(self, image: torch.Tensor) -> torch.Tensor:
+        """The features before the final L2 normalisation over channels."""
+        x = image
         if torch.is_autocast_enabled(x.device.type):
             # Forensic traces are a pixel level or less: bf16/fp16 rounding of the input and of
             # the high-pass responses would erase them, so the first layer always runs in fp32.
@@ -138,8 +146,7 @@ class Featex(nn.Module):
                 x = self.forensic(x.float())
         else:
             x = self.forensic(x)
-        x = self.blocks(x)
-        return F.normalize(self.transform(x), dim=1, eps=1e-12)
+        return self.transform(self.blocks(x))
 
 
 class Span(nn.Module):
@@ -164,13 +171,18 @@ class Span(nn.Module):
 
     def grid_logits(self, image: torch.Tensor) -> torch.Tensor:
         """Pre-sigmoid logits on the working grid, N x 1 x grid_h x grid_w (for losses)."""
-        # Outlier transform (1x1, linear) and bilinear resize commute; transforming first
-        # resizes 32 channels instead of 256 (the same result up to float rounding).
-        return self.logits_from_features(self.featex(image))
+        # The same as logits_from_features(featex(image)) up to float rounding: Featex's L2
+        # normalisation is applied to the outlier transform's 32 outputs (see of_unnormalised).
+        return self._attend(self.outlier.of_unnormalised(self.featex.unnormalised(image)))
 
     def logits_from_features(self, features: torch.Tensor) -> torch.Tensor:
-        """Everything after Featex: ``grid_logits`` from Featex's output."""
-        x = tf1_bilinear_resize(self.outlier(features), self.config.grid)
+        """Everything after Featex: ``grid_logits`` from Featex's (unit-norm) output."""
+        return self._attend(self.outlier(features))
+
+    def _attend(self, x: torch.Tensor) -> torch.Tensor:
+        # Outlier transform (1x1, linear) and bilinear resize commute; transforming first
+        # resizes 32 channels instead of 256 (the same result up to float rounding).
+        x = tf1_bilinear_resize(x, self.config.grid)
         for attention, feed_forward in zip(self.attention, self.feed_forward):
             x = feed_forward(attention(x))
         return self.head(x)

@@ -165,7 +165,7 @@ def calibrate_featex(featex: Featex, images: torch.Tensor) -> None:
     std on a batch of real patches. Without it the ReLU stack's common-mode offset grows
     with depth and, after the final L2 normalisation, every patch got nearly the same
     feature vector (spread across patches 0.0006; 0.033 after calibration)."""
-    h = featex.forensic(images / 255.0 * 2.0 - 1.0)  # Featex's own input scaling
+    h = featex.forensic(images)  # 0..255 in: the layer scales its input itself
     for layer in [*featex.blocks, featex.transform]:
         if isinstance(layer, nn.Conv2d):
             out = layer(h)

@@ -56,6 +56,21 @@ def test_graph_contract(exported):
         assert all(dims[i].dim_param for i in (0, 2, 3)), "batch, height, width must be dynamic"
 
 
+def test_exported_graph_is_built_for_onnx_runtime_layouts(exported):
+    """The export runs the conv-only attention (forward_blocked) and one Resize for the map:
+    no Slice, Pad or Softmax inside the attention blocks (each forced ORT out of its blocked
+    layout and back), and the upsample is TF1's coordinate mapping ('asymmetric')."""
+    _, path = exported
+    nodes = onnx.load(str(path)).graph.node
+    attention = [n for n in nodes if n.name.startswith("/attention.")]
+    assert attention and not {n.op_type for n in attention} & {"Slice", "Pad", "Softmax"}
+    (resize,) = [n for n in nodes if n.op_type == "Resize"]
+    attributes = {a.name: onnx.helper.get_attribute_value(a) for a in resize.attribute}
+    assert attributes["coordinate_transformation_mode"] == b"asymmetric"
+    assert attributes["mode"] == b"linear"
+    assert resize.output[0] == "heatmap" or any(resize.output[0] in n.input for n in nodes)
+
+
 def test_parity_failure_is_reported(exported, tmp_path):
     model, path = exported
     other = Span(SpanConfig.preset("pooled", **SMALL)).eval()  # different random weights

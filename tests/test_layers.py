@@ -38,8 +38,10 @@ def test_pixel_attention_matches_literal_reference(dilation, size):
     x = torch.randn(2, 8, *size)
     with torch.no_grad():
         fast, slow = block(x), pixel_attention_reference(x, block)
-    assert fast.shape == x.shape
+        blocked = block.forward_blocked(x)  # the formulation the ONNX export runs
+    assert fast.shape == blocked.shape == x.shape
     torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(blocked, slow, atol=1e-5, rtol=1e-5)
 
 
 def test_pixel_attention_reference_counts_outside_neighbours_in_softmax():
@@ -89,6 +91,18 @@ def test_srm_filters_stay_fixed_and_are_high_pass():
     assert SRMConv2d()(flat).abs().max() < 1e-6
 
 
+def test_forensic_conv_folds_its_input_scaling_into_the_convolution():
+    """Featex feeds 0..255 pixels to a layer built to see them as -1..1: the same output as
+    scaling first, borders included (symmetric padding copies pixels, so it commutes)."""
+    torch.manual_seed(0)
+    folded = ForensicConv(plain=4, bayar=3, input_scale=2 / 255, input_offset=-1.0)
+    plain = ForensicConv(plain=4, bayar=3)
+    plain.load_state_dict(folded.state_dict())
+    image = torch.rand(2, 3, 11, 9) * 255
+    with torch.no_grad():
+        torch.testing.assert_close(folded(image), plain(image * 2 / 255 - 1), atol=1e-5, rtol=1e-5)
+
+
 def test_forensic_conv_channel_layout():
     layer = ForensicConv(plain=4, bayar=3)
     out = layer(torch.randn(1, 3, 9, 7))
@@ -104,6 +118,17 @@ def test_outlier_transform_unit_norm_after_optimiser_step():
     kernel = layer.kernel.detach()
     torch.testing.assert_close(kernel.norm(dim=1).flatten(), torch.ones(32))
     torch.testing.assert_close(layer(x), F.conv2d(x, kernel))
+
+
+def test_outlier_transform_of_unnormalised_features_equals_normalising_first():
+    torch.manual_seed(0)
+    layer = OutlierTransform(24, 32)
+    x = torch.randn(2, 24, 6, 5) * 7
+    x[0, :, 0, 0] = 0  # an all-zero pixel: F.normalize's eps, not a division by zero
+    with torch.no_grad():
+        got = layer.of_unnormalised(x)
+        torch.testing.assert_close(got, layer(F.normalize(x, dim=1, eps=1e-12)), atol=1e-6, rtol=1e-5)
+    assert torch.isfinite(got).all()
 
 
 @pytest.mark.parametrize("pad", [1, 2])

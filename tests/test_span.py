@@ -106,6 +106,18 @@ def test_grid_logits_give_the_heatmap_through_sigmoid_and_resize():
         torch.testing.assert_close(model(image), torch.sigmoid(model.grid_logits(image)))
 
 
+def test_grid_logits_equal_the_stage_two_path_from_unit_norm_features():
+    """grid_logits normalises after the outlier transform (cheaper); stage 2 trains through
+    logits_from_features(featex(image)) with the features normalised first. Same function."""
+    torch.manual_seed(0)
+    model = Span(SpanConfig.preset("slim", grid=(24, 20))).eval()
+    image = torch.rand(2, 3, 45, 38) * 255
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model.grid_logits(image), model.logits_from_features(model.featex(image)), atol=1e-5, rtol=1e-5
+        )
+
+
 def test_forensic_first_layer_runs_in_fp32_under_mixed_precision():
     """bf16 keeps 8 bits of mantissa: the input and the high-pass responses, a pixel level or
     less, would be rounded away. Under autocast the rest of Featex may run in bf16, the first
