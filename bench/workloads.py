@@ -163,7 +163,7 @@ def network_part(event_name: str) -> str:
     if name.startswith("/") and name.count("/") > 1:
         module = name.split("/")[1].split(".")[0]
         return PARTS.get(module, module)
-    if name.startswith("Reorder") or "nchwc" in name:
+    if name.startswith("Reorder"):
         return "layout reorders (NCHWc)"
     return "resizes to and from the grid"
 

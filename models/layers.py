@@ -182,26 +182,27 @@ class OutlierTransform(nn.Module):
         super().__init__()
         self.raw = nn.Parameter(torch.empty(out_channels, in_channels, 1, 1))
         nn.init.kaiming_uniform_(self.raw, a=5**0.5)
-        # Sums x*x over channels in of_unnormalised; not state (checkpoints are unchanged).
+        # Sums x*x over channels for normalise=True; not state (checkpoints are unchanged).
         self.register_buffer("channel_sum", torch.ones(1, in_channels, 1, 1), persistent=False)
 
     @property
     def kernel(self) -> torch.Tensor:
         return self.raw / self.raw.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.kernel)
-
-    def of_unnormalised(self, x: torch.Tensor) -> torch.Tensor:
-        """``forward(F.normalize(x, dim=1))`` computed as ``forward(x) / |x|``.
+    def forward(self, x: torch.Tensor, *, normalise: bool = False) -> torch.Tensor:
+        """The transform of x; with normalise=True, of ``F.normalize(x, dim=1)``, computed as
+        ``transform(x) / |x|``.
 
         The 1x1 conv is linear, so dividing its 32 outputs by each pixel's norm equals
         normalising its wide input first, without a full pass over the wide features. The
         squared norm is a 1x1 conv of x*x with a kernel of ones rather than a ReduceSum
         over channels, so ONNX Runtime keeps the wide tensor in its blocked layout.
         """
+        out = F.conv2d(x, self.kernel)
+        if not normalise:
+            return out
         norm = F.conv2d(x * x, self.channel_sum.to(x.dtype)).sqrt().clamp_min(1e-12)  # F.normalize's eps
-        return self(x) / norm
+        return out / norm
 
 
 def _neighbour_offsets(dilation: int) -> list[tuple[int, int]]:

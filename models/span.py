@@ -132,12 +132,9 @@ class Featex(nn.Module):
         self.transform = SymmetricConv2d(width, config.featex_dim, 3)
         self.out_channels = config.featex_dim
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        """Unit-norm features (N, featex_dim, H / stride, W / stride)."""
-        return F.normalize(self.unnormalised(image), dim=1, eps=1e-12)
-
-    def unnormalised(self, image: torch.Tensor) -> torch.Tensor:
-        """The features before the final L2 normalisation over channels."""
+    def forward(self, image: torch.Tensor, *, normalise: bool = True) -> torch.Tensor:
+        """Unit-norm features (N, featex_dim, H / stride, W / stride); with normalise=False,
+        the features before that final L2 normalisation over channels."""
         x = image
         if torch.is_autocast_enabled(x.device.type):
             # Forensic traces are a pixel level or less: bf16/fp16 rounding of the input and of
@@ -146,7 +143,8 @@ class Featex(nn.Module):
                 x = self.forensic(x.float())
         else:
             x = self.forensic(x)
-        return self.transform(self.blocks(x))
+        features = self.transform(self.blocks(x))
+        return F.normalize(features, dim=1, eps=1e-12) if normalise else features
 
 
 class Span(nn.Module):
@@ -172,8 +170,8 @@ class Span(nn.Module):
     def grid_logits(self, image: torch.Tensor) -> torch.Tensor:
         """Pre-sigmoid logits on the working grid, N x 1 x grid_h x grid_w (for losses)."""
         # The same as logits_from_features(featex(image)) up to float rounding: Featex's L2
-        # normalisation is applied to the outlier transform's 32 outputs (see of_unnormalised).
-        return self._attend(self.outlier.of_unnormalised(self.featex.unnormalised(image)))
+        # normalisation is applied to the outlier transform's 32 outputs (OutlierTransform.forward).
+        return self._attend(self.outlier(self.featex(image, normalise=False), normalise=True))
 
     def logits_from_features(self, features: torch.Tensor) -> torch.Tensor:
         """Everything after Featex: ``grid_logits`` from Featex's (unit-norm) output."""

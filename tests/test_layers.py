@@ -120,13 +120,13 @@ def test_outlier_transform_unit_norm_after_optimiser_step():
     torch.testing.assert_close(layer(x), F.conv2d(x, kernel))
 
 
-def test_outlier_transform_of_unnormalised_features_equals_normalising_first():
+def test_outlier_transform_normalising_its_input_equals_normalising_first():
     torch.manual_seed(0)
     layer = OutlierTransform(24, 32)
     x = torch.randn(2, 24, 6, 5) * 7
     x[0, :, 0, 0] = 0  # an all-zero pixel: F.normalize's eps, not a division by zero
     with torch.no_grad():
-        got = layer.of_unnormalised(x)
+        got = layer(x, normalise=True)
         torch.testing.assert_close(got, layer(F.normalize(x, dim=1, eps=1e-12)), atol=1e-6, rtol=1e-5)
     assert torch.isfinite(got).all()
 
