@@ -78,9 +78,35 @@ def export_onnx(model: Span, path: str | Path, *, opset: int = OPSET) -> Path:
     channel = graph.graph.output[0].type.tensor_type.shape.dim[1]
     channel.Clear()
     channel.dim_value = 1
+    _omit_empty_resize_inputs(graph)
     onnx.checker.check_model(graph)
     onnx.save(graph, str(path))
     return path
+
+
+def _omit_empty_resize_inputs(graph) -> None:
+    """Resize's roi and scales, unused when sizes are given, come out of the TorchScript
+    exporter as empty Constant tensors (it cannot emit an omitted input). Tools that insert
+    Casts around Resize (the fp16 converter keeps Resize in fp32) turn those into computed
+    tensors, and ORT then refuses 'both sizes and scales'. An empty input name says 'absent'."""
+    from onnx import numpy_helper
+
+    empty = {
+        node.output[0]
+        for node in graph.graph.node
+        if node.op_type == "Constant"
+        and [a.name for a in node.attribute] == ["value"]
+        and numpy_helper.to_array(node.attribute[0].t).size == 0
+    }
+    for node in graph.graph.node:
+        if node.op_type == "Resize":
+            for i in (1, 2):
+                if node.input[i] in empty:
+                    node.input[i] = ""
+    used = {name for node in graph.graph.node for name in node.input}
+    kept = [n for n in graph.graph.node if not (n.op_type == "Constant" and n.output[0] in empty - used)]
+    del graph.graph.node[:]
+    graph.graph.node.extend(kept)
 
 
 def onnx_parity(

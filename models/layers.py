@@ -400,7 +400,7 @@ class _OnnxTf1Resize(torch.autograd.Function):
             "Slice", shape, g.op("Constant", value_t=torch.tensor([0])), g.op("Constant", value_t=torch.tensor([2]))
         )
         sizes = g.op("Concat", batch_channels, size, axis_i=0)
-        unused = g.op("Constant", value_t=torch.tensor([], dtype=torch.float32))  # roi, scales
+        unused = g.op("Constant", value_t=torch.tensor([], dtype=torch.float32))  # roi, scales (export.py omits them)
         return g.op("Resize", x, unused, unused, sizes, mode_s="linear", coordinate_transformation_mode_s="asymmetric")
 
 

@@ -68,6 +68,7 @@ def test_exported_graph_is_built_for_onnx_runtime_layouts(exported):
     attributes = {a.name: onnx.helper.get_attribute_value(a) for a in resize.attribute}
     assert attributes["coordinate_transformation_mode"] == b"asymmetric"
     assert attributes["mode"] == b"linear"
+    assert list(resize.input[1:3]) == ["", ""], "roi and scales are absent, not empty tensors"
     assert resize.output[0] == "heatmap" or any(resize.output[0] in n.input for n in nodes)
 
 
