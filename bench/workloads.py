@@ -54,7 +54,8 @@ def engine_row(task: dict) -> dict:
                            min_repeats=task.get("min_repeats", 3))
     engine.close()
     return {**summarise(latencies), "network_input": list(inputs), "rss_loaded": rss_loaded,
-            "create_s": create_s, "threads": settings.intra_op_threads or "ORT default"}
+            "create_s": create_s, "threads": settings.intra_op_threads or "ORT default",
+            "precision": engine.manifest.precision}
 
 
 def torch_row(task: dict) -> dict:

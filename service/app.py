@@ -108,8 +108,9 @@ class ErrorBody(BaseModel):
 class ModelSummary(BaseModel):
     name: str
     version: str
-    sha256: str
+    sha256: str = Field(description="sha256 of the ONNX file that produced this answer")
     trained: bool
+    precision: str = Field(description="'fp32' (span.onnx) or 'int8' (span.int8.onnx)")
 
 
 class ImageMetadataOut(BaseModel):
@@ -206,6 +207,8 @@ class ModelDescription(BaseModel):
     warning: str | None = Field(None, description="Read before trusting a map: set while the model is "
                                 "untrained, or when its makers attached a caveat (e.g. a weak training budget)")
     training: dict[str, Any] = Field(default_factory=dict, description="How the weights were trained")
+    precision: str = Field(description="'fp32' (span.onnx) or 'int8' (span.int8.onnx), see SPAN_PRECISION")
+    int8_gate: str = Field(description="Whether the int8 variant passed its accuracy gate, from the manifest's scores")
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {

@@ -24,16 +24,25 @@ def export(
     seed: int = typer.Option(0, help="Seed of the untrained initialisation."),
     warning: str = typer.Option(None, help="A caveat every user of these weights must see (manifest 'warning', "
                                 "shown by /v1/model, the web page and span scan), e.g. a weak training budget."),
+    int8: bool = typer.Option(True, "--int8/--no-int8", help="Also write span.int8.onnx, calibrated on the first "
+                              "8 BSDS500 train photos of ../shared/data (skipped with a note if absent). The service "
+                              "uses it only after `span evaluate --record` shows it within the accuracy gate."),
 ) -> None:
     """Export ONNX + torch weights + manifest into weights/, after checking ORT parity with torch."""
     import shlex
     import sys
 
     from models.export import export_weights  # torch side: imported only here
+    from service.settings import REPO_ROOT
 
+    calibration: list[Path] = []
+    if int8:
+        calibration = sorted((REPO_ROOT.parent / "shared" / "data" / "photos" / "bsds500" / "train").glob("*.jpg"))[:8]
+        if not calibration:
+            typer.echo("no calibration photos under ../shared/data/photos/bsds500/train: int8 variant skipped", err=True)
     command = "span export " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     manifest = export_weights(out, checkpoint=checkpoint, preset=preset, seed=seed, warning=warning,
-                              command=command.strip())
+                              command=command.strip(), int8_calibration=calibration)
     typer.echo(f"wrote {manifest}")
 
 
@@ -82,13 +91,16 @@ def evaluate(
     strict: bool = typer.Option(False, help="Stop at a bad row instead of skipping and listing it."),
     progress: bool = typer.Option(True, help="Progress bar on stderr."),
     record: str = typer.Option(None, metavar="NAME", help="Also write the headline scores into the weights' "
-                               "manifest.json under scores.NAME (e.g. 'dev'), for the model card."),
+                               "manifest.json under scores.NAME (e.g. 'dev'; scores.NAME@int8 when the int8 "
+                               "model ran, see SPAN_PRECISION), for the model card and the int8 gate."),
 ) -> None:
     """Evaluate the shipped model beside a constant map and ELA on a benchmark manifest (docs/evaluation.md)."""
     from service.evaluate import EvaluationError, format_summary, record_scores, run
 
     if record is not None and limit is not None:
         raise typer.BadParameter("scores of a partial run are not recorded", param_hint="--record")
+    if record is not None and "@" in record:
+        raise typer.BadParameter("'@' is reserved ('NAME@int8' is written for int8 runs)", param_hint="--record")
     try:
         report = run(manifest, out=out, threshold=threshold, limit=limit, grid_path=grid, grid_rows=grid_rows,
                      strict=strict, progress=progress)

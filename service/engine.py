@@ -128,6 +128,7 @@ class Engine:
     @classmethod
     def from_settings(cls, settings: Settings) -> Engine:
         manifest = load_manifest(settings.model_dir)  # verifies every file's sha256
+        manifest = manifest.with_precision(choose_precision(manifest, settings))
         session = create_session(manifest.onnx_path, settings.providers, settings.intra_op_threads,
                                  spinning=settings.intra_op_spinning)
         _check_contract(session, manifest)
@@ -325,6 +326,18 @@ class Engine:
 
 # ---------------------------------------------------------------------- helpers
 NVIDIA_PROVIDERS = {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
+
+
+def choose_precision(manifest: Manifest, settings: Settings) -> str:
+    """settings.precision, with 'auto' resolved: int8 only on the CPU provider (a GPU runs the fp32
+    model, or fp16, faster) and only when the manifest's own scores pass the int8 gate."""
+    if settings.precision != "auto":
+        return settings.precision
+    gpu = nvidia_driver_present() and bool(NVIDIA_PROVIDERS & set(settings.providers) & set(ort.get_available_providers()))
+    passed, reason = manifest.int8_gate()
+    choice = "int8" if passed and not gpu else "fp32"
+    log.info("precision auto -> %s (%s%s)", choice, reason, "; a GPU provider is available" if gpu else "")
+    return choice
 
 
 def nvidia_driver_present() -> bool:

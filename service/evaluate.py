@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from service.manifest import INT8_NAME, INT8_SUFFIX, ONNX_NAME
 from service.render import colorize  # the colour map analysts see in the web page and overlays
 
 Heatmap = np.ndarray  # float32 [H, W] in 0..1
@@ -647,9 +648,12 @@ def record_scores(report: Mapping[str, Any], key: str) -> Path:
     path = Path(report["model"]["model_dir"]) / "manifest.json"
     data = json.loads(path.read_text())
     evaluated = report["model"]["sha256"]
-    if data["files"]["span.onnx"]["sha256"] != evaluated:
+    int8 = report["model"].get("precision") == "int8"
+    onnx_file = INT8_NAME if int8 else ONNX_NAME
+    if data["files"].get(onnx_file, {}).get("sha256") != evaluated:
         raise EvaluationError(f"{path} describes other weights than the ones evaluated ({evaluated[:12]}…)")
-    data.setdefault("scores", {})[key] = score_summary(report)
+    # The int8 model's scores sit beside the fp32 ones: together they are the int8 gate's evidence.
+    data.setdefault("scores", {})[key + INT8_SUFFIX if int8 else key] = score_summary(report)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(_finite(data), indent=2, allow_nan=False) + "\n")
     tmp.replace(path)

@@ -4,19 +4,28 @@ The manifest is written by ``models/export.py`` (format: docs/architecture.md). 
 runtime refuses an ONNX file whose sha256 differs from the manifest, naming both
 digests, so a swapped or truncated model is never served under another model's name.
 No torch here: this is the runtime side.
+
+Precision: weights may come with an int8 variant (``span.int8.onnx``, Featex's 3x3
+convolutions quantised). It is used only where the manifest proves it harmless: for every
+benchmark scored with both (``scores[K]`` and ``scores[K@int8]``, written by ``span evaluate
+--record K``), the pixel AUC drops by less than ``INT8_MAX_AUC_DROP`` (issue 6's gate).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Manifest", "ManifestError", "load_manifest", "sha256_file"]
+__all__ = ["Manifest", "ManifestError", "load_manifest", "sha256_file", "INT8_MAX_AUC_DROP"]
 
 MANIFEST_NAME = "manifest.json"
 ONNX_NAME = "span.onnx"
+INT8_NAME = "span.int8.onnx"
+INT8_SUFFIX = "@int8"  # scores[K + INT8_SUFFIX]: benchmark K scored with the int8 model
+INT8_MAX_AUC_DROP = 0.01
 REQUIRED_KEYS = ("name", "version", "trained", "status", "input", "output", "files")
 
 
@@ -49,6 +58,7 @@ class Manifest:
     scores: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     caveat: str | None = None  # the manifest's "warning": what a user must know before trusting a map
+    precision: str = "fp32"  # which file runs: "fp32" (span.onnx) or "int8" (span.int8.onnx)
 
     @property
     def warning(self) -> str | None:
@@ -58,13 +68,46 @@ class Manifest:
         return self.caveat
 
     @property
+    def onnx_file(self) -> str:
+        return INT8_NAME if self.precision == "int8" else ONNX_NAME
+
+    @property
     def onnx_path(self) -> Path:
-        return self.directory / ONNX_NAME
+        return self.directory / self.onnx_file
 
     @property
     def sha256(self) -> str:
-        """Digest of the ONNX file: the model's identity in answers and metrics."""
-        return self.files[ONNX_NAME]["sha256"]
+        """Digest of the ONNX file that runs: the model's identity in answers and metrics."""
+        return self.files[self.onnx_file]["sha256"]
+
+    def int8_gate(self) -> tuple[bool, str]:
+        """Whether the int8 variant may be used, and why (measured scores, not assumed)."""
+        if INT8_NAME not in self.files:
+            return False, "no int8 variant in these weights"
+        pairs = [(k, k + INT8_SUFFIX) for k in self.scores if not k.endswith(INT8_SUFFIX) and k + INT8_SUFFIX in self.scores]
+        if not pairs:
+            return False, "int8 not scored against fp32 on any benchmark (span evaluate --record)"
+        drops = {}
+        for fp32_key, int8_key in pairs:
+            try:
+                drops[fp32_key] = (self.scores[fp32_key]["results"]["span"]["pixel_auc"]
+                                   - self.scores[int8_key]["results"]["span"]["pixel_auc"])
+            except (KeyError, TypeError):
+                return False, f"scores[{int8_key!r}] or scores[{fp32_key!r}] has no span pixel_auc"
+        worst = max(drops, key=drops.get)
+        verdict = drops[worst] < INT8_MAX_AUC_DROP
+        return verdict, (f"pixel AUC drop fp32 -> int8: {drops[worst]:+.4f} on {worst!r} (worst of {len(drops)}), "
+                         f"{'below' if verdict else 'not below'} the {INT8_MAX_AUC_DROP} gate")
+
+    def with_precision(self, precision: str) -> Manifest:
+        """This manifest describing the chosen file ('fp32' or 'int8'); 'int8' must be listed."""
+        if precision not in ("fp32", "int8"):
+            raise ManifestError(f"unknown precision {precision!r}")
+        if precision == "int8" and INT8_NAME not in self.files:
+            raise ManifestError(f"int8 requested but {self.directory / MANIFEST_NAME} lists no {INT8_NAME}")
+        if precision == "int8" and not (self.directory / INT8_NAME).is_file():
+            raise ManifestError(f"int8 requested but {self.directory / INT8_NAME} is missing")
+        return dataclasses.replace(self, precision=precision)
 
     @property
     def input_name(self) -> str:
@@ -76,7 +119,8 @@ class Manifest:
 
     def model_info(self) -> dict[str, Any]:
         """The ``model`` object of every JSON answer."""
-        return {"name": self.name, "version": self.version, "sha256": self.sha256, "trained": self.trained}
+        return {"name": self.name, "version": self.version, "sha256": self.sha256, "trained": self.trained,
+                "precision": self.precision}
 
     def describe(self) -> dict[str, Any]:
         """Everything a model endpoint may show, the untrained status included."""
@@ -90,6 +134,7 @@ class Manifest:
             "produced_by": self.produced_by,
             "training": self.training,
             "scores": self.scores,
+            "int8_gate": self.int8_gate()[1],
         }
 
     def verify(self) -> None:

@@ -120,7 +120,7 @@ def test_json_answer_via_accept_header_and_raw_body(api):
     assert heatmap.mode == "L" and heatmap.size == (450, 600)
     values = np.asarray(heatmap) / 255
     assert answer["tampered_fraction"] == pytest.approx((values >= 0.5).mean(), abs=0.01)
-    assert set(answer["model"]) == {"name", "version", "sha256", "trained"}
+    assert set(answer["model"]) == {"name", "version", "sha256", "trained", "precision"}
     assert {"decode", "queue_wait", "inference", "encode", "total"} <= set(answer["timings_ms"])
     meta = answer["metadata"]
     assert meta["format"] == "JPEG" and meta["orientation"] == 6 and meta["orientation_applied"] is True

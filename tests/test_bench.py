@@ -49,7 +49,7 @@ def test_bench_command_writes_every_row_and_column(tiny_model, tmp_path):
     table = text.split(header, 1)[1].split("\n\n", 1)[0]
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()[2:]]
     paths = [(r[1], r[2]) for r in rows]
-    assert paths == [("torch eager", "—"), ("ORT engine", "—"), ("HTTP", "1"), ("HTTP", "4"), ("HTTP", "16")]
+    assert paths == [("torch eager", "—"), ("ORT engine (fp32)", "—"), ("HTTP", "1"), ("HTTP", "4"), ("HTTP", "16")]
     for row in rows:
         assert len(row) == len(MAIN_COLUMNS)
         assert "error" not in row[3] and "failed" not in row[3], row

@@ -367,7 +367,8 @@ def test_analyze_bytes_decodes_predicts_and_scores(probe):
     answer = analysis.as_json()
     assert set(answer) >= {"score", "tampered_fraction", "threshold", "width", "height", "heatmap_png_base64",
                            "model", "timings_ms", "metadata"}
-    assert answer["model"] == {"name": "probe", "version": "test", "sha256": probe.manifest.sha256, "trained": False}
+    assert answer["model"] == {"name": "probe", "version": "test", "sha256": probe.manifest.sha256, "trained": False,
+                               "precision": "fp32"}
     assert set(answer["timings_ms"]) >= {"decode", "inference", "encode", "total"}
     with pytest.raises(InputError):
         analyze_bytes(b"not an image", probe, probe.settings)

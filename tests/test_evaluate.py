@@ -414,6 +414,15 @@ def test_recorded_scores_land_in_the_manifest_of_the_weights_evaluated_only(tmp_
     assert "notes" not in recorded["results"]["span"] and recorded["manifest"] == "bench/manifest.csv"
     with pytest.raises(EvaluationError, match="other weights"):
         record_scores({**report, "model": {"sha256": "0" * 64, "model_dir": str(weights)}}, "bench")
+    # A run of the int8 model lands beside the fp32 scores (the int8 gate's evidence), and only
+    # if the int8 file evaluated is the one listed.
+    if "span.int8.onnx" in manifest.files:
+        int8 = manifest.with_precision("int8")
+        record_scores({**report, "model": {**int8.model_info(), "model_dir": str(weights)}}, "bench")
+        assert load_manifest(weights).scores["bench@int8"]["results"]["span"]["pixel_auc"] == 0.61
+        with pytest.raises(EvaluationError, match="other weights"):
+            record_scores({**report, "model": {**manifest.model_info(), "precision": "int8",
+                                               "model_dir": str(weights)}}, "bench")
 
     # Through the command: the scores land in the manifest of the folder it evaluated (SPAN_MODEL_DIR).
     synthetic = _synthetic_manifest(tmp_path / "set")

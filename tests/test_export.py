@@ -127,3 +127,31 @@ def test_committed_weights_verify_run_and_say_whether_trained():
     session = ort.InferenceSession(str(manifest.onnx_path), providers=["CPUExecutionProvider"])
     (heatmap,) = session.run(["heatmap"], {"image": np.full((1, 3, 17, 9), 128.0, np.float32)})
     assert heatmap.shape == (1, 1, 17, 9) and 0 <= heatmap.min() <= heatmap.max() <= 1
+
+
+def test_export_writes_an_int8_variant_that_the_service_can_run(tmp_path):
+    """span.int8.onnx: Featex's 3x3 convolutions quantised (QDQ), the rest float; listed and hashed
+    in the manifest, loadable with precision int8, and close to the fp32 map."""
+    from service.manifest import INT8_NAME
+
+    photos = sorted((Path(__file__).resolve().parents[2] / "shared/data/photos/bsds500/train").glob("*.jpg"))[:2]
+    assert photos, "the shared BSDS500 photos are needed to calibrate"
+    manifest_path = export_weights(tmp_path, config=SpanConfig.preset("slim", **FLOW), command="test",
+                                   parity_shapes=[(1, 17, 9)], int8_calibration=photos)
+    data = json.loads(manifest_path.read_text())
+    assert INT8_NAME in data["files"] and data["int8"]["file"] == INT8_NAME
+    graph = onnx.load(str(tmp_path / INT8_NAME)).graph
+    quantised = {n.output[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    fed_by_int8 = {n.name for n in convs if n.input[1] in quantised}
+    assert fed_by_int8 and all(name.startswith(("/featex/blocks", "/featex/transform")) for name in fed_by_int8)
+    assert any(n.name.startswith("/featex/forensic") for n in convs if n.name not in fed_by_int8)
+    manifest = load_manifest(tmp_path).with_precision("int8")  # verifies both digests
+    image = np.random.default_rng(0).uniform(0, 255, (1, 3, 40, 36)).astype(np.float32)
+    maps = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"image": image})[0]
+            for p in (tmp_path / "span.onnx", manifest.onnx_path)]
+    assert maps[1].shape == maps[0].shape and np.isfinite(maps[1]).all()
+    assert np.abs(maps[1] - maps[0]).mean() < 0.05
+    # a later export without calibration leaves no stale variant behind
+    export_weights(tmp_path, config=SpanConfig.preset("slim", **FLOW), command="test", parity_shapes=[(1, 17, 9)])
+    assert not (tmp_path / INT8_NAME).exists() and INT8_NAME not in json.loads(manifest_path.read_text())["files"]

@@ -39,7 +39,8 @@ def test_loads_and_exposes_metadata(tmp_path):
     manifest = load_manifest(tmp_path)
     assert manifest.onnx_path == tmp_path / "span.onnx"
     assert manifest.sha256 == hashlib.sha256(b"model bytes").hexdigest()
-    assert manifest.model_info() == {"name": "span", "version": "0.1.0", "sha256": manifest.sha256, "trained": False}
+    assert manifest.model_info() == {"name": "span", "version": "0.1.0", "sha256": manifest.sha256, "trained": False,
+                                     "precision": "fp32"}
     assert manifest.describe()["status"].startswith("UNTRAINED")
     assert manifest.describe()["warning"].startswith("UNTRAINED MODEL")  # even where the file sets none
     assert (manifest.input_name, manifest.output_name) == ("image", "heatmap")
@@ -93,3 +94,51 @@ def test_clear_errors_for_broken_weights(tmp_path, breakage, match):
 def test_manifest_reader_does_not_import_torch():
     code = "import sys, service.manifest; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+
+
+def _scores(fp32: float, int8: float | None, key: str = "dev") -> dict:
+    scores = {key: {"results": {"span": {"pixel_auc": fp32}}}}
+    if int8 is not None:
+        scores[key + "@int8"] = {"results": {"span": {"pixel_auc": int8}}}
+    return scores
+
+
+@pytest.mark.parametrize(
+    "files,scores,passed",
+    [
+        ({"span.onnx": b"m"}, _scores(0.61, 0.609), False),  # no int8 file listed
+        ({"span.onnx": b"m", "span.int8.onnx": b"q"}, _scores(0.61, None), False),  # int8 never scored
+        ({"span.onnx": b"m", "span.int8.onnx": b"q"}, _scores(0.61, 0.605), True),  # drop 0.005
+        ({"span.onnx": b"m", "span.int8.onnx": b"q"}, _scores(0.61, 0.595), False),  # drop 0.015
+        # every benchmark scored both ways must pass: the worst one decides
+        ({"span.onnx": b"m", "span.int8.onnx": b"q"}, {**_scores(0.61, 0.609), **_scores(0.7, 0.68, "other")}, False),
+    ],
+)
+def test_int8_gate_reads_the_recorded_scores(tmp_path, files, scores, passed):
+    manifest = load_manifest(_write_weights(tmp_path, files, scores=scores))
+    verdict, reason = manifest.int8_gate()
+    assert verdict is passed and reason
+
+
+def test_precision_picks_the_file_its_digest_and_answers_name_it(tmp_path):
+    manifest = load_manifest(_write_weights(tmp_path, {"span.onnx": b"m", "span.int8.onnx": b"q"}))
+    int8 = manifest.with_precision("int8")
+    assert int8.onnx_path == tmp_path / "span.int8.onnx"
+    assert int8.sha256 == hashlib.sha256(b"q").hexdigest() != manifest.sha256
+    assert int8.model_info()["precision"] == "int8" and manifest.model_info()["precision"] == "fp32"
+    (tmp_path / "plain").mkdir()
+    plain = load_manifest(_write_weights(tmp_path / "plain", {"span.onnx": b"m"}))
+    with pytest.raises(ManifestError, match="lists no span.int8.onnx"):
+        plain.with_precision("int8")
+
+
+@pytest.mark.parametrize("setting,drop,expected", [("auto", 0.005, "int8"), ("auto", 0.02, "fp32"),
+                                                    ("auto", None, "fp32"), ("fp32", 0.005, "fp32"), ("int8", 0.02, "int8")])
+def test_precision_setting_auto_follows_the_gate_and_explicit_values_win(tmp_path, setting, drop, expected):
+    from service.engine import choose_precision
+    from service.settings import Settings
+
+    scores = _scores(0.61, None if drop is None else 0.61 - drop)
+    manifest = load_manifest(_write_weights(tmp_path, {"span.onnx": b"m", "span.int8.onnx": b"q"}, scores=scores))
+    settings = Settings(model_dir=tmp_path, providers=["CPUExecutionProvider"], precision=setting)
+    assert choose_precision(manifest, settings) == expected
