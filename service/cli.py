@@ -110,7 +110,8 @@ def evaluate(
         raise typer.Exit(2) from None
     typer.echo(format_summary(report, out=out, grid=grid))
     if recorded:
-        typer.echo(f"recorded under scores.{record} in {recorded}")
+        key = record + ("@int8" if report["model"].get("precision") == "int8" else "")
+        typer.echo(f"recorded under scores.{key} in {recorded}")
 
 
 @app.command()
