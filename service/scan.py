@@ -174,7 +174,7 @@ class ScanFailure(Exception):
 
 
 class Backend(Protocol):
-    model: dict[str, Any]     # {"name", "version", "sha256", "trained"}
+    model: dict[str, Any]     # {"name", "version", "sha256", "trained", "precision"}
     warning: str | None       # the model's caveat (untrained, weak budget), printed before scanning
     description: str
 
@@ -188,12 +188,15 @@ class LocalBackend:
     batch_size = 1   # the engine parallelises one image across every core already
 
     def __init__(self, settings: Settings):
+        from service.engine import choose_precision
         from service.manifest import load_manifest
 
         self.settings = settings
-        # The manifest (sha256-verified) says which model would answer; the ONNX session itself
-        # is created only when an image needs it, so a resumed scan with nothing left is instant.
+        # The manifest (sha256-verified) says which model would answer, at the precision the
+        # engine will pick; the ONNX session itself is created only when an image needs it, so a
+        # resumed scan with nothing left is instant.
         manifest = load_manifest(settings.model_dir)
+        manifest = manifest.with_precision(choose_precision(manifest, settings))
         self.model = manifest.model_info()
         self.warning = manifest.warning
         self.description = "local ONNX Runtime"
@@ -253,7 +256,7 @@ class ServerBackend:
         if response.status_code != 200:
             raise ScanFailure("server_error", f"{self.url}/v1/model answered HTTP {response.status_code}")
         described = response.json()
-        self.model = {k: described.get(k) for k in ("name", "version", "sha256", "trained")}
+        self.model = {k: described.get(k) for k in ("name", "version", "sha256", "trained", "precision")}
         self.warning = described.get("warning")
         self.description = f"server {self.url}"
 

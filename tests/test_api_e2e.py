@@ -79,7 +79,11 @@ def test_health_model_and_schema(api, metrics_before):
     assert ready.status_code == 200 and ready.json()["provider"] == "CPUExecutionProvider"
     model = api.get("/v1/model").json()
     manifest = __import__("json").loads((ROOT / "weights" / "manifest.json").read_text())
-    assert model["sha256"] == manifest["files"]["span.onnx"]["sha256"]
+    # The answer names the file that runs: the int8 one exactly when its gate passed ('auto').
+    gate_passed = model["int8_gate"].endswith("below the 0.01 gate")
+    assert model["precision"] == ("int8" if gate_passed else "fp32")
+    running = "span.int8.onnx" if model["precision"] == "int8" else "span.onnx"
+    assert model["sha256"] == manifest["files"][running]["sha256"]
     assert model["trained"] == manifest["trained"] and model["status"] == manifest["status"]
     assert model["provider"] == "CPUExecutionProvider"
     assert model["providers_configured"][-1] == "CPUExecutionProvider"

@@ -424,12 +424,18 @@ def test_recorded_scores_land_in_the_manifest_of_the_weights_evaluated_only(tmp_
             record_scores({**report, "model": {**manifest.model_info(), "precision": "int8",
                                                "model_dir": str(weights)}}, "bench")
 
-    # Through the command: the scores land in the manifest of the folder it evaluated (SPAN_MODEL_DIR).
+    # Through the command: the scores land in the manifest of the folder it evaluated (SPAN_MODEL_DIR),
+    # under NAME for the fp32 file and NAME@int8 for the int8 one.
     synthetic = _synthetic_manifest(tmp_path / "set")
-    done = _span(str(synthetic), "--record", "synthetic", "--out", str(tmp_path / "r.json"), "--no-progress",
-                 env={"SPAN_MODEL_DIR": str(weights)})
-    assert done.returncode == 0, done.stderr
-    assert f"recorded under scores.synthetic in {weights / 'manifest.json'}" in done.stdout
-    evaluated = json.loads((tmp_path / "r.json").read_text())["results"]["span"]["pixel_auc"]
-    assert load_manifest(weights).scores["synthetic"]["results"]["span"]["pixel_auc"] == evaluated
+    for precision, key in (("fp32", "synthetic"), ("int8", "synthetic@int8")):
+        if precision == "int8" and "span.int8.onnx" not in manifest.files:
+            continue
+        done = _span(str(synthetic), "--record", "synthetic", "--out", str(tmp_path / "r.json"), "--no-progress",
+                     env={"SPAN_MODEL_DIR": str(weights), "SPAN_PRECISION": precision})
+        assert done.returncode == 0, done.stderr
+        assert f"recorded under scores.{key} in {weights / 'manifest.json'}" in done.stdout
+        evaluated = json.loads((tmp_path / "r.json").read_text())["results"]["span"]["pixel_auc"]
+        assert load_manifest(weights).scores[key]["results"]["span"]["pixel_auc"] == evaluated
+    refused = _span(str(synthetic), "--record", "a@int8", "--no-progress", env={"SPAN_MODEL_DIR": str(weights)})
+    assert refused.returncode == 2 and "reserved" in refused.stderr
     assert "bench" in load_manifest(weights).scores  # earlier records are kept

@@ -110,7 +110,7 @@ def test_first_scan_writes_a_heatmap_overlay_and_summary_row_per_photo(first_sca
         assert item["score"] == pytest.approx(image_score(heatmap / 255.0), abs=1 / 255)
         assert item["tampered_fraction"] == pytest.approx(float(np.mean(heatmap >= 128)), abs=0.02)
         record = json.loads((out / f"{stem}.result.json").read_text())
-        assert record["model"]["sha256"] == load_manifest(get_settings().model_dir).sha256
+        assert record["model"]["sha256"] == _running_model_sha256()
         assert record["score"] == item["score"]
 
     # Two photos named Canon_40D.jpg in different folders: two different heatmaps.
@@ -185,12 +185,20 @@ def test_sigterm_stops_after_the_current_photo_and_writes_the_summary(tmp_path):
     assert not list(out.rglob("*.part"))   # no half-written file left behind
 
 
+def _running_model_sha256() -> str:
+    """The digest of the ONNX file the engine runs (span.onnx, or span.int8.onnx once its gate passed)."""
+    from service.engine import choose_precision
+
+    manifest = load_manifest(get_settings().model_dir)
+    return manifest.with_precision(choose_precision(manifest, get_settings())).sha256
+
+
 def test_outputs_of_another_model_are_stale(first_scan):
     _, folder, out, _ = first_scan
     outputs = Outputs(out, "jpg")
     item = next(i for i in collect_inputs([str(folder)], out) if i.key == "Nikon_D70")
     digest = sha256_file(item.path)
-    model = load_manifest(get_settings().model_dir).sha256
+    model = _running_model_sha256()
     assert outputs.finished(item, digest, model).status == "skipped"
     assert outputs.finished(item, digest, "0" * 64) is None   # another model made them
     assert outputs.finished(item, "0" * 64, model) is None    # the photo changed since
