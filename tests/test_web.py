@@ -106,6 +106,7 @@ def test_upload_shows_overlay_score_metadata_and_rejects_a_fake(page, live_serve
     page.on("response", keep)
     page.goto(live_server + "/")
     sync_api.expect(page.get_by_test_id("model-info")).to_contain_text(f"{model['name']} {model['version']}")
+    sync_api.expect(page.get_by_test_id("model-info")).to_contain_text(model["precision"])
     banner, caveat = page.get_by_test_id("untrained-banner"), page.get_by_test_id("model-caveat")
     if model["trained"]:
         sync_api.expect(banner).to_be_hidden()

@@ -77,6 +77,7 @@ function showModel(model) {
   const parts = [`Model ${model.name || "unknown"} ${model.version || ""}`.trim()];
   const sha = model.sha256 || (model.files && model.files["span.onnx"] && model.files["span.onnx"].sha256);
   if (sha) parts.push(`sha256 ${sha.slice(0, 12)}…`);
+  if (model.precision) parts.push(model.precision);  // fp32, or the gated int8 file
   if (model.trained === false) parts.push("UNTRAINED");
   else if (model.trained === true) parts.push("trained");
   const info = $("#model-info");
