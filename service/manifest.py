@@ -84,6 +84,8 @@ class Manifest:
         """Whether the int8 variant may be used, and why (measured scores, not assumed)."""
         if INT8_NAME not in self.files:
             return False, "no int8 variant in these weights"
+        if not (self.directory / INT8_NAME).is_file():  # a deployment may leave it out: fp32 then
+            return False, f"{INT8_NAME} is listed but not deployed"
         pairs = [(k, k + INT8_SUFFIX) for k in self.scores if not k.endswith(INT8_SUFFIX) and k + INT8_SUFFIX in self.scores]
         if not pairs:
             return False, "int8 not scored against fp32 on any benchmark (span evaluate --record)"

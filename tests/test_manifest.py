@@ -120,6 +120,13 @@ def test_int8_gate_reads_the_recorded_scores(tmp_path, files, scores, passed):
     assert verdict is passed and reason
 
 
+def test_int8_left_out_of_a_deployment_means_fp32(tmp_path):
+    _write_weights(tmp_path, {"span.onnx": b"m", "span.int8.onnx": b"q"}, scores=_scores(0.61, 0.61))
+    (tmp_path / "span.int8.onnx").unlink()  # like span.pt, optional at runtime
+    verdict, reason = load_manifest(tmp_path).int8_gate()
+    assert verdict is False and "not deployed" in reason
+
+
 def test_precision_picks_the_file_its_digest_and_answers_name_it(tmp_path):
     manifest = load_manifest(_write_weights(tmp_path, {"span.onnx": b"m", "span.int8.onnx": b"q"}))
     int8 = manifest.with_precision("int8")
