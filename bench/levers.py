@@ -198,52 +198,21 @@ def preset_table(presets: tuple[str, ...], shapes: list[list[int]], repeats: int
             "columns": columns, "rows": rows}
 
 
-def quantize_convs(source: Path, target: Path, photos: list[Path]) -> Path:
-    """int8 QDQ copy of the model: Conv weights per-channel int8, activations uint8 calibrated on
-    `photos` (240×320); the forensic first layer stays float (its SRM/Bayar residuals are tiny)."""
-    import numpy as np
-    import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from PIL import Image
-
-    class Photos(CalibrationDataReader):
-        def __init__(self):
-            self.items = iter(photos)
-
-        def get_next(self):
-            path = next(self.items, None)
-            if path is None:
-                return None
-            rgb = np.asarray(Image.open(path).convert("RGB").resize((320, 240)), np.float32)
-            return {"image": np.ascontiguousarray(rgb.transpose(2, 0, 1)[None])}
-
-    graph = onnx.load(str(source)).graph
-    first_layer = [n.name for n in graph.node if n.op_type == "Conv" and "/forensic/" in n.name]
-    quantize_static(str(source), str(target), Photos(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["Conv"],
-                    nodes_to_exclude=first_layer)
-    return target
-
-
-def _quantize_featex(source: Path, target: Path, photos: list[Path]) -> Path:
-    from models.export import quantize_featex  # the shipped recipe (needs the train extra's onnx)
-
-    return quantize_featex(source, target, photos)
-
-
 def int8_table(model: Path, shape: list[int], repeats: int, progress) -> dict:
-    from bench.common import SHARED_DATA
+    from models.export import calibration_photos, quantize_convs  # the shipped recipe (train extra's onnx)
 
     columns = ["model", "p50", "p95", "peak RSS", "load"]
     rows = []
-    photos = sorted((SHARED_DATA / "photos" / "bsds500" / "train").glob("*.jpg"))[:8]
+    photos = calibration_photos()
     key = f"{shape[0]}x{shape[1]}"
     with tempfile.TemporaryDirectory(prefix="span-int8-") as tmp:
         variants = [("fp32 (span.onnx)", model)]
-        for name, quantize in (("int8 Featex 3x3 convolutions (span.int8.onnx's recipe)", _quantize_featex),
-                               ("int8 every convolution but the first layer", quantize_convs)):
+        for name, select in (("int8 Featex 3x3 convolutions (span.int8.onnx's recipe)", None),
+                             ("int8 every convolution but the first layer", lambda node: "/forensic/" not in node)):
             try:
-                variants.append((name, quantize(model, Path(tmp) / f"{len(variants)}.onnx", photos) if photos else None))
+                target = Path(tmp) / f"{len(variants)}.onnx"
+                options = {"select": select} if select else {}
+                variants.append((name, quantize_convs(model, target, photos, **options) if photos else None))
             except Exception as exc:  # quantisation tooling missing or failing: say so in the table
                 rows.append([name, *error_cells({"error": f"{type(exc).__name__}: {exc}"}, len(columns) - 1)])
         for name, path in variants:

@@ -11,7 +11,7 @@ import datetime as _dt
 import json
 import subprocess
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -158,17 +158,35 @@ def _git_commit() -> str:
         return "unknown"
 
 
-# Calibration inputs for int8: photos at this size (width, height), enough for activation ranges.
+# int8 calibration: the first photos of the BSDS500 train split, at this size (width, height);
+# enough for activation ranges, and the same set for the shipped file and the bench's levers.
+CALIBRATION_PHOTOS = 8
 CALIBRATION_SIZE = (320, 240)
 
 
-def quantize_featex(source: str | Path, target: str | Path, photos: Sequence[str | Path]) -> Path:
-    """int8 QDQ copy of the model in which only Featex's 3x3 convolutions (its blocks and the
-    transform, two thirds of the CPU time) are quantised: per-channel int8 weights, uint8
-    activations calibrated on ``photos``. The forensic first layer (sub-level residuals), the
-    attention (its one-hot and dot-product convolutions feed products of activations) and the
-    head stay float: quantising everything measured 2.1x faster but cost 0.028 dev pixel AUC;
-    this cost nothing measurable (docs/performance.md)."""
+def calibration_photos() -> list[Path]:
+    """The int8 calibration set from the shared data (empty where the data is absent)."""
+    from models.synthesis import shared_data_dir
+
+    return sorted((shared_data_dir() / "photos" / "bsds500" / "train").glob("*.jpg"))[:CALIBRATION_PHOTOS]
+
+
+def featex_3x3(node_name: str) -> bool:
+    """The convolutions span.int8.onnx quantises: Featex's blocks and transform."""
+    return node_name.startswith(("/featex/blocks", "/featex/transform"))
+
+
+def quantize_convs(
+    source: str | Path, target: str | Path, photos: Sequence[str | Path], *, select: Callable[[str], bool] = featex_3x3
+) -> Path:
+    """int8 QDQ copy of the model: the Conv nodes whose names ``select`` accepts get per-channel
+    int8 weights and uint8 activations calibrated on ``photos``; every other node stays float.
+
+    The default is the shipped recipe, Featex's 3x3 convolutions only (two thirds of the CPU
+    time). The forensic first layer (sub-level residuals), the attention (its one-hot and
+    dot-product convolutions feed products of activations) and the head stay float:
+    quantising every convolution but the first layer measured 2.1x faster but cost 0.028 dev
+    pixel AUC; this recipe cost nothing measurable (docs/performance.md)."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from PIL import Image
@@ -184,11 +202,10 @@ def quantize_featex(source: str | Path, target: str | Path, photos: Sequence[str
             rgb = np.asarray(Image.open(path).convert("RGB").resize(CALIBRATION_SIZE), np.float32)
             return {INPUT_CONTRACT["name"]: np.ascontiguousarray(rgb.transpose(2, 0, 1)[None])}
 
-    nodes = onnx.load(str(source)).graph.node
-    quantised = [n.name for n in nodes if n.op_type == "Conv" and n.name.startswith(("/featex/blocks", "/featex/transform"))]
-    if not quantised:
-        raise ValueError(f"{source}: no Featex convolutions found to quantise (node names changed?)")
-    keep_float = [n.name for n in nodes if n.op_type == "Conv" and n.name not in quantised]
+    convs = [n.name for n in onnx.load(str(source)).graph.node if n.op_type == "Conv"]
+    keep_float = [name for name in convs if not select(name)]
+    if len(keep_float) == len(convs):
+        raise ValueError(f"{source}: no convolution selected to quantise (node names changed?)")
     quantize_static(str(source), str(target), Photos(), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, op_types_to_quantize=["Conv"],
                     nodes_to_exclude=keep_float)
@@ -254,7 +271,7 @@ def export_weights(
 ) -> Path:
     """Write span.pt, span.onnx and manifest.json into ``out_dir``; returns the manifest path.
 
-    With ``int8_calibration`` photos, also span.int8.onnx (``quantize_featex``). The service
+    With ``int8_calibration`` photos, also span.int8.onnx (``quantize_convs``). The service
     uses it only once ``span evaluate --record`` has scored both files on a benchmark and the
     int8 pixel AUC is within the gate (service/manifest.py); export alone proves nothing.
 
@@ -289,7 +306,7 @@ def export_weights(
     int8_path = out_dir / "span.int8.onnx"
     int8 = None
     if int8_calibration:
-        quantize_featex(out_dir / "span.onnx", int8_path, int8_calibration)
+        quantize_convs(out_dir / "span.onnx", int8_path, int8_calibration)
         files.append(int8_path.name)
         int8 = {"file": int8_path.name, "quantised": "Featex 3x3 convolutions (blocks, transform): per-channel int8 "
                 "weights, uint8 activations; the rest float", "calibration": f"{len(int8_calibration)} photos at "

@@ -32,12 +32,11 @@ def export(
     import shlex
     import sys
 
-    from models.export import export_weights  # torch side: imported only here
-    from service.settings import REPO_ROOT
+    from models.export import calibration_photos, export_weights  # torch side: imported only here
 
     calibration: list[Path] = []
     if int8:
-        calibration = sorted((REPO_ROOT.parent / "shared" / "data" / "photos" / "bsds500" / "train").glob("*.jpg"))[:8]
+        calibration = calibration_photos()
         if not calibration:
             typer.echo("no calibration photos under ../shared/data/photos/bsds500/train: int8 variant skipped", err=True)
     command = "span export " + " ".join(shlex.quote(a) for a in sys.argv[2:])
@@ -95,7 +94,7 @@ def evaluate(
                                "model ran, see SPAN_PRECISION), for the model card and the int8 gate."),
 ) -> None:
     """Evaluate the shipped model beside a constant map and ELA on a benchmark manifest (docs/evaluation.md)."""
-    from service.evaluate import EvaluationError, format_summary, record_scores, run
+    from service.evaluate import EvaluationError, format_summary, record_scores, run, scores_key
 
     if record is not None and limit is not None:
         raise typer.BadParameter("scores of a partial run are not recorded", param_hint="--record")
@@ -110,8 +109,7 @@ def evaluate(
         raise typer.Exit(2) from None
     typer.echo(format_summary(report, out=out, grid=grid))
     if recorded:
-        key = record + ("@int8" if report["model"].get("precision") == "int8" else "")
-        typer.echo(f"recorded under scores.{key} in {recorded}")
+        typer.echo(f"recorded under scores.{scores_key(report, record)} in {recorded}")
 
 
 @app.command()

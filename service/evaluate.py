@@ -641,6 +641,12 @@ def score_summary(report: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def scores_key(report: Mapping[str, Any], key: str) -> str:
+    """Where ``record_scores`` files a report: under ``key``, or ``key@int8`` for the int8 file, so
+    the int8 model's scores sit beside the fp32 ones (together, the int8 gate's evidence)."""
+    return key + INT8_SUFFIX if report["model"].get("precision") == "int8" else key
+
+
 def record_scores(report: Mapping[str, Any], key: str) -> Path:
     """Write ``score_summary(report)`` into the manifest of the weights folder the report evaluated,
     under scores[key], refusing if the weights there changed since. manifest.json itself is not
@@ -648,12 +654,10 @@ def record_scores(report: Mapping[str, Any], key: str) -> Path:
     path = Path(report["model"]["model_dir"]) / "manifest.json"
     data = json.loads(path.read_text())
     evaluated = report["model"]["sha256"]
-    int8 = report["model"].get("precision") == "int8"
-    onnx_file = INT8_NAME if int8 else ONNX_NAME
+    onnx_file = INT8_NAME if report["model"].get("precision") == "int8" else ONNX_NAME
     if data["files"].get(onnx_file, {}).get("sha256") != evaluated:
         raise EvaluationError(f"{path} describes other weights than the ones evaluated ({evaluated[:12]}…)")
-    # The int8 model's scores sit beside the fp32 ones: together they are the int8 gate's evidence.
-    data.setdefault("scores", {})[key + INT8_SUFFIX if int8 else key] = score_summary(report)
+    data.setdefault("scores", {})[scores_key(report, key)] = score_summary(report)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(_finite(data), indent=2, allow_nan=False) + "\n")
     tmp.replace(path)
