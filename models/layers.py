@@ -262,25 +262,30 @@ class PixelAttention(nn.Module):
         self.register_buffer("shift", shift, persistent=False)
         self.register_buffer("spread", spread, persistent=False)
 
+    def _folded_weights(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The kernels both formulations use: key_on_query[n] = Wk_n^T Wq (maps x_p to the vector
+        dotted with neighbour n's x), value[n] = Wv_n as a 1x1 conv kernel, and the 1x1 conv whose kernel
+        of 1/8 (the reference's scale) sums a dot product's channels (one GEMM in ONNX Runtime,
+        faster than ReduceSum over axis 1)."""
+        dim = self.dim
+        wk = self.key.weight.reshape(9, dim, dim)
+        key_on_query = torch.matmul(wk.transpose(1, 2), self.query.weight.reshape(dim, dim))
+        value = self.value.weight.reshape(9, dim, dim, 1, 1)
+        dot_and_scale = torch.full((1, dim, 1, 1), 0.125, dtype=x.dtype, device=x.device)
+        return key_on_query, value, dot_and_scale
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.onnx.is_in_onnx_export():
             return self.forward_blocked(x)
-        d, dim = self.dilation, self.dim
-        # key_on_query[n] = Wk_n^T Wq: maps x_p to the vector dotted with neighbour n's x.
-        wk = self.key.weight.reshape(9, dim, dim)
-        key_on_query = torch.matmul(wk.transpose(1, 2), self.query.weight.reshape(dim, dim))
-        wv = self.value.weight.reshape(9, dim, dim, 1, 1)
+        d = self.dilation
+        key_on_query, wv, dot_and_scale = self._folded_weights(x)
         padded = F.pad(x, (d, d, d, d))
         offsets = _neighbour_offsets(d)
 
         def neighbour(oy: int, ox: int) -> torch.Tensor:
-            # Window of the padded map seen from offset (oy, ox); bounds count from both
-            # ends so no traced size is baked into the exported graph.
+            # Window of the padded map seen from offset (oy, ox): a view, no copy.
             return padded[:, :, d + oy : (oy - d) or None, d + ox : (ox - d) or None]
 
-        # The channel sum of each dot product is a 1x1 conv with a kernel of 1/8 (the
-        # reference's scale): one GEMM in ONNX Runtime, faster than ReduceSum over axis 1.
-        dot_and_scale = torch.full((1, dim, 1, 1), 0.125, dtype=x.dtype, device=x.device)
         logits = torch.cat(
             [
                 F.conv2d(F.conv2d(x, key_on_query[n, :, :, None, None]) * neighbour(oy, ox), dot_and_scale)
@@ -298,10 +303,7 @@ class PixelAttention(nn.Module):
         """The same function built from convolutions and elementwise products only (see the
         class docstring): what the ONNX export runs."""
         d, dim = self.dilation, self.dim
-        wk = self.key.weight.reshape(9, dim, dim)
-        key_on_query = torch.matmul(wk.transpose(1, 2), self.query.weight.reshape(dim, dim))
-        wv = self.value.weight.reshape(9, dim, dim, 1, 1)
-        dot_and_scale = torch.full((1, dim, 1, 1), 0.125, dtype=x.dtype, device=x.device)
+        key_on_query, wv, dot_and_scale = self._folded_weights(x)
         neighbours = [F.conv2d(x, self.shift[n], padding=d, dilation=d, groups=dim) for n in range(9)]
         logits = torch.cat(
             [F.conv2d(F.conv2d(x, key_on_query[n, :, :, None, None]) * neighbours[n], dot_and_scale) for n in range(9)],

@@ -127,8 +127,7 @@ class Engine:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_settings(cls, settings: Settings) -> Engine:
-        manifest = load_manifest(settings.model_dir)  # verifies every file's sha256
-        manifest = manifest.with_precision(choose_precision(manifest, settings))
+        manifest = running_manifest(settings)
         session = create_session(manifest.onnx_path, settings.providers, settings.intra_op_threads,
                                  spinning=settings.intra_op_spinning)
         _check_contract(session, manifest)
@@ -326,6 +325,12 @@ class Engine:
 
 # ---------------------------------------------------------------------- helpers
 NVIDIA_PROVIDERS = {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
+
+
+def running_manifest(settings: Settings) -> Manifest:
+    """The sha256-verified manifest, describing the file these settings run (fp32 or int8)."""
+    manifest = load_manifest(settings.model_dir)
+    return manifest.with_precision(choose_precision(manifest, settings))
 
 
 def choose_precision(manifest: Manifest, settings: Settings) -> str:

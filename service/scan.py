@@ -188,15 +188,13 @@ class LocalBackend:
     batch_size = 1   # the engine parallelises one image across every core already
 
     def __init__(self, settings: Settings):
-        from service.engine import choose_precision
-        from service.manifest import load_manifest
+        from service.engine import running_manifest
 
         self.settings = settings
         # The manifest (sha256-verified) says which model would answer, at the precision the
         # engine will pick; the ONNX session itself is created only when an image needs it, so a
         # resumed scan with nothing left is instant.
-        manifest = load_manifest(settings.model_dir)
-        manifest = manifest.with_precision(choose_precision(manifest, settings))
+        manifest = running_manifest(settings)
         self.model = manifest.model_info()
         self.warning = manifest.warning
         self.description = "local ONNX Runtime"

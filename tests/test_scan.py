@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from service.analysis import image_score
 from service.cli import app
 from service.decode import decode_image
-from service.manifest import load_manifest, sha256_file
+from service.manifest import sha256_file
 from service.scan import Outputs, collect_inputs
 from service.settings import get_settings
 from support import EXIF_SAMPLES, ROOT
@@ -187,10 +187,9 @@ def test_sigterm_stops_after_the_current_photo_and_writes_the_summary(tmp_path):
 
 def _running_model_sha256() -> str:
     """The digest of the ONNX file the engine runs (span.onnx, or span.int8.onnx once its gate passed)."""
-    from service.engine import choose_precision
+    from service.engine import running_manifest
 
-    manifest = load_manifest(get_settings().model_dir)
-    return manifest.with_precision(choose_precision(manifest, get_settings())).sha256
+    return running_manifest(get_settings()).sha256
 
 
 def test_outputs_of_another_model_are_stale(first_scan):
