@@ -89,7 +89,7 @@ def bench(
 
 @app.command()
 def evaluate(
-    benchmark: Path = typer.Argument(..., metavar="MANIFEST", help="Benchmark manifest CSV (id,image,mask,dataset,kind,width,height,"
+    benchmark: Path = typer.Argument(..., metavar="manifest", help="Benchmark manifest CSV (id,image,mask,dataset,kind,width,height,"
                                     "tampered_fraction,license; paths relative to its folder)."),
     out: Path = typer.Option(None, "--out", "-o", help="Write the JSON report here."),
     threshold: float = typer.Option(None, min=0.0, max=1.0, help="Decision threshold [default: SPAN_THRESHOLD, 0.5]."),
