@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from models.span import Span, SpanConfig
-from spancore.contract import INPUT_CONTRACT, MODEL_NAME, MODEL_VERSION, OUTPUT_CONTRACT  # the runtime checks these
+from spancore.contract import CUES_NAME, INPUT_CONTRACT, MODEL_NAME, MODEL_VERSION, OUTPUT_CONTRACT  # the runtime checks these
+from spancore.cues import BLOCK, CUE_NAMES, CUES_VERSION, compute_cues
 from spancore.weights import WeightsManifest, file_entry  # one contract for writer and reader (no torch there)
 
 __all__ = [
@@ -204,8 +205,13 @@ def quantize_convs(
             path = next(self.items, None)
             if path is None:
                 return None
-            rgb = np.asarray(Image.open(path).convert("RGB").resize(CALIBRATION_SIZE), np.float32)
-            return {INPUT_CONTRACT["name"]: np.ascontiguousarray(rgb.transpose(2, 0, 1)[None])}
+            rgb = np.asarray(Image.open(path).convert("RGB").resize(CALIBRATION_SIZE))
+            feeds = {INPUT_CONTRACT["name"]: np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], np.float32)}
+            if takes_cues:
+                feeds[CUES_NAME] = compute_cues(rgb)[None]
+            return feeds
+
+    takes_cues = CUES_NAME in {i.name for i in onnx.load(str(source)).graph.input}
 
     convs = [n.name for n in onnx.load(str(source)).graph.node if n.op_type == "Conv"]
     keep_float = [name for name in convs if not select(name)]
@@ -230,10 +236,20 @@ def write_manifest(
     warning: str | None = None,
     training: dict[str, Any] | None = None,
     int8: dict[str, Any] | None = None,
+    threshold: float | None = None,
 ) -> Path:
-    """Write weights_dir/manifest.json (format: docs/architecture.md) with each file's sha256."""
+    """Write weights_dir/manifest.json (format: docs/architecture.md) with each file's sha256.
+    A model with cue channels gets the cue input's contract ('cues'); ``threshold`` is the
+    operating point chosen on synthetic validation (the service's default decision threshold)."""
     weights_dir = Path(weights_dir)
-    manifest = WeightsManifest(
+    extra: dict[str, Any] = {}
+    if config.cue_channels:
+        extra["cues"] = {"name": CUES_NAME, "version": CUES_VERSION, "channels": list(CUE_NAMES), "block": BLOCK,
+                         "dtype": "float32", "layout": "NCHW, one value per 8x8 block of the photo at native size",
+                         "computed_by": "spancore.cues.compute_cues (the service computes it; not an ONNX op)"}
+    if threshold is not None:
+        extra["threshold"] = round(float(threshold), 4)
+    manifest = WeightsManifest(**extra,
         name=MODEL_NAME,
         version=MODEL_VERSION,
         trained=trained,
@@ -290,7 +306,9 @@ def export_weights(
         scores = data.get("scores", {})
         warning = warning or data.get("warning")
         training = data.get("training", {})
+        threshold = (training.get("validation") or data.get("validation") or {}).get("val_threshold")
     else:
+        threshold = None
         torch.manual_seed(seed)
         model = Span(config or SpanConfig.preset(preset))
         trained, status, scores, training = False, UNTRAINED_STATUS, {}, {}
@@ -325,4 +343,5 @@ def export_weights(
         warning=warning,
         training=training,
         int8=int8,
+        threshold=threshold,
     )

@@ -467,12 +467,29 @@ def evaluate_localisation(span: Span, images: torch.Tensor, masks: torch.Tensor,
     truth = masks[:, 0].numpy() >= 0.5
     per_image = [roc_auc(h, t) for h, t in zip(heat, truth) if 0 < t.sum() < t.size]
     scores = image_scores(heat)
+    threshold, f1 = operating_point(heat, truth)
     return {
+        "val_threshold": threshold,
+        "val_f1_at_threshold": f1,
         "val_loss_bce": float(np.mean(losses)),
         "val_pixel_auc": float(np.mean(per_image)) if per_image else None,
         "val_pixel_auc_pooled": roc_auc(heat, truth),
         "val_image_auc": roc_auc(scores, truth.reshape(len(truth), -1).any(1)),
     }
+
+
+def operating_point(heatmaps: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """The decision threshold with the best pixel F1 over all validation pixels (forged and
+    pristine photos pooled, as a deployment meets them), on a 0.01 grid; and that F1. The
+    exported manifest carries it as the service's default threshold (never chosen on dev)."""
+    from spancore.scoring import Confusion
+
+    best = (0.5, -1.0)
+    for threshold in np.round(np.arange(0.05, 0.96, 0.01), 2):
+        f1 = Confusion.of(heatmaps >= threshold, truth).f1() or 0.0
+        if f1 > best[1]:
+            best = (float(threshold), float(f1))
+    return best
 
 
 def frozen_featex_logits(span: Span, image: torch.Tensor, run: Run, cues: torch.Tensor | None = None) -> torch.Tensor:

@@ -133,8 +133,8 @@ def _finish(
     return Analysis(
         heatmap=heatmap,
         score=image_score(heatmap),
-        tampered_fraction=tampered_fraction(heatmap, settings.threshold),
-        threshold=settings.threshold,
+        tampered_fraction=tampered_fraction(heatmap, engine.manifest.decision_threshold(settings.threshold)),
+        threshold=engine.manifest.decision_threshold(settings.threshold),
         metadata=decoded.metadata,
         model=engine.manifest.model_info(),
         timings_ms=timings,

@@ -116,7 +116,11 @@ class ModelDescription(BaseModel):
     produced_by: dict[str, Any]
     scores: dict[str, Any]
     large_image_policy: str
-    threshold: float
+    threshold: float = Field(description="The decision threshold in use: SPAN_THRESHOLD, else the model's operating point")
+    operating_threshold: float | None = Field(None, description="The model's own operating point (chosen on synthetic "
+                                              "validation forgeries at training time), None if it has none")
+    cues: dict[str, Any] | None = Field(None, description="The fixed forensic cues the model takes beside the image "
+                                        "(spancore.cues: name, version, channels), None for an image-only model")
     warning: str | None = Field(None, description="Read before trusting a map: set while the model is "
                                 "untrained, or when its makers attached a caveat (e.g. a weak training budget)")
     training: dict[str, Any] = Field(default_factory=dict, description="How the weights were trained")

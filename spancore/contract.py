@@ -7,7 +7,9 @@ MODEL_VERSION = "0.1.0"
 
 # Tensor names, dtypes and layouts of the exported graph (docs/architecture.md).
 INPUT_NAME = "image"
+CUES_NAME = "cues"  # second input of models with fixed cues (spancore.cues, manifest "cues")
 OUTPUT_NAME = "heatmap"
+DEFAULT_THRESHOLD = 0.5  # decision threshold of a model whose manifest names no operating point
 INPUT_CONTRACT = {"name": INPUT_NAME, "dtype": "float32", "layout": "NCHW", "colour": "RGB", "range": [0, 255]}
 OUTPUT_CONTRACT = {"name": OUTPUT_NAME, "dtype": "float32", "layout": "N1HW", "range": [0, 1]}
 

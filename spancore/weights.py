@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from spancore.contract import INT8_MAX_AUC_DROP, INT8_NAME, INT8_SUFFIX, MANIFEST_NAME, ONNX_NAME
+from spancore.contract import DEFAULT_THRESHOLD, INT8_MAX_AUC_DROP, INT8_NAME, INT8_SUFFIX, MANIFEST_NAME, ONNX_NAME
 
 __all__ = ["WeightsManifest", "ManifestError", "load_manifest", "sha256_file", "file_entry"]
 
@@ -162,6 +162,25 @@ class WeightsManifest(BaseModel):
         return self.files[self.onnx_file]["sha256"]
 
     @property
+    def cues(self) -> dict[str, Any] | None:
+        """The cue input's contract ({'name', 'version', 'channels', 'block', ...}) of a model that
+        takes spancore.cues as its second input; None for an image-only model."""
+        return (self.model_extra or {}).get("cues")
+
+    @property
+    def threshold(self) -> float | None:
+        """The operating point chosen on synthetic validation forgeries at training time, if any."""
+        value = (self.model_extra or {}).get("threshold")
+        return None if value is None else float(value)
+
+    def decision_threshold(self, override: float | None = None) -> float:
+        """The threshold a deployment uses: an explicit setting, else the manifest's operating point,
+        else DEFAULT_THRESHOLD."""
+        if override is not None:
+            return override
+        return DEFAULT_THRESHOLD if self.threshold is None else self.threshold
+
+    @property
     def input_name(self) -> str:
         return self.input["name"]
 
@@ -219,6 +238,8 @@ class WeightsManifest(BaseModel):
             "training": self.training,
             "scores": self.scores,
             "int8_gate": self.int8_gate()[1],
+            "cues": self.cues,
+            "operating_threshold": self.threshold,
         }
 
 

@@ -112,7 +112,6 @@ def run(
     from service.settings import get_settings
 
     settings = settings or get_settings()
-    threshold = settings.threshold if threshold is None else threshold
     benchmark = Path(benchmark)
     rows = read_benchmark(benchmark)
     selected = rows[:limit] if limit else rows
@@ -128,6 +127,8 @@ def run(
         engine = Engine.from_settings(settings)
     except (ManifestError, EngineError) as error:
         raise EvaluationError(f"cannot load the model from {settings.model_dir}: {error}") from error
+    # the option, else SPAN_THRESHOLD, else the model's own operating point (as the service decides)
+    threshold = engine.manifest.decision_threshold(settings.threshold if threshold is None else threshold)
     grid = Grid(rows=grid_rows) if grid_path is not None else None
     try:
         results, skipped, warnings = evaluate_rows(

@@ -10,7 +10,7 @@ from PIL import Image
 
 from spancore.cues import BLOCK, CUE_NAMES, compute_cues, cue_shape, error_level
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from spancore.testing import SHARED_DATA as SHARED
 
 
 def _jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
