@@ -92,7 +92,7 @@ def evaluate(
     benchmark: Path = typer.Argument(..., metavar="manifest", help="Benchmark manifest CSV (id,image,mask,dataset,kind,width,height,"
                                     "tampered_fraction,license; paths relative to its folder)."),
     out: Path = typer.Option(None, "--out", "-o", help="Write the JSON report here."),
-    threshold: float = typer.Option(None, min=0.0, max=1.0, help="Decision threshold [default: SPAN_THRESHOLD, else the model's operating point, else 0.5]."),
+    threshold: float = typer.Option(None, min=0.0, max=1.0, help="Decision threshold (default: SPAN_THRESHOLD, else the model's operating point, else 0.5)."),
     limit: int = typer.Option(None, min=1, help="Evaluate only the first N rows."),
     grid: Path = typer.Option(None, help="Write a PNG grid (photo | truth | span | ELA) of the first rows here."),
     grid_rows: int = typer.Option(8, min=1, help="Rows in the grid."),

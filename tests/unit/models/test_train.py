@@ -236,7 +236,7 @@ def test_validation_scores_the_shipped_map_the_right_way_round(tmp_path):
     images, masks = torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items])
     span = Span(tiny_config(tmp_path).span_config())
     for sign, low, high in ((1.0, 0.9, 1.0), (-1.0, 0.0, 0.1)):
-        def oracle(x, _sign=sign):
+        def oracle(x, cues=None, _sign=sign):
             index = [int(torch.nonzero((images == x[k]).all(dim=(1, 2, 3)))[0]) for k in range(len(x))]
             return _sign * 20 * (grid_target(masks[index], span.config.grid) - 0.5)
 

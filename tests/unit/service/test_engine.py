@@ -88,7 +88,7 @@ def _record_batches(engine: Engine) -> list[int]:
     run = engine._run
 
     def recording(batch):
-        sizes.append(batch.shape[0])
+        sizes.append(batch["image"].shape[0])
         return run(batch)
 
     engine._run = recording
@@ -108,7 +108,7 @@ def test_resize_policy_bounds_the_working_size_and_returns_full_size(probe_dir):
     try:
         sizes: list[tuple] = []
         run = engine._run
-        engine._run = lambda batch: sizes.append(batch.shape) or run(batch)
+        engine._run = lambda batch: sizes.append(batch["image"].shape) or run(batch)
         smooth = np.repeat(np.linspace(0, 255, 400, dtype=np.float32)[None, :], 300, axis=0)
         rgb = np.stack([smooth] * 3, axis=2).astype(np.uint8)
         heatmap = engine.predict(rgb)
@@ -125,7 +125,7 @@ def test_tile_policy_covers_every_pixel_at_native_resolution(probe_dir):
     try:
         shapes: list[tuple] = []
         run = engine._run
-        engine._run = lambda batch: shapes.append(batch.shape) or run(batch)
+        engine._run = lambda batch: shapes.append(batch["image"].shape) or run(batch)
         rgb = _random_rgb(300, 410, seed=3)
         heatmap = engine.predict(rgb)
         # Per-pixel model + weights that sum to one => tiling must reproduce it exactly.
