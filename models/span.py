@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.attention import build_attention, check_attention_name
 from models.layers import (
     AttentionFeedForward,
     ForensicConv,
     OutlierTransform,
-    PixelAttention,
     SymmetricConv2d,
     tf1_bilinear_resize,
 )
@@ -54,10 +54,12 @@ class SpanConfig:
     attention_dim: int = 32
     dilations: tuple[int, ...] = (1, 3, 9, 27, 81)
     head_widths: tuple[int, ...] = (32, 16, 8, 4)  # 32 -> 32 -> 16 -> 8 -> 4 -> 1
+    attention: str = "pixel"  # the block in the five slots, by name (models/attention/__init__.py)
 
     def __post_init__(self) -> None:
         if len(self.featex_pool) != len(self.featex_blocks):
             raise ValueError("featex_pool needs one flag per Featex block")
+        check_attention_name(self.attention)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -157,7 +159,9 @@ class Span(nn.Module):
         self.featex = Featex(config)
         d = config.attention_dim
         self.outlier = OutlierTransform(config.featex_dim, d)
-        self.attention = nn.ModuleList(PixelAttention(d, dilation) for dilation in config.dilations)
+        self.attention = nn.ModuleList(
+            build_attention(config.attention, dim=d, dilation=dilation) for dilation in config.dilations
+        )
         self.feed_forward = nn.ModuleList(AttentionFeedForward(d) for _ in config.dilations)
         head: list[nn.Module] = []
         width = d
