@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.attention import build_attention, check_attention_name
 from models.layers import (
     AttentionFeedForward,
     ForensicConv,
@@ -66,6 +67,7 @@ class SpanConfig:
     # Activation between the head's 5x5 convs: "relu" (the reference) or "leaky" (LeakyReLU 0.1).
     # The head narrows to 4 channels; with ReLU all four died (a constant map) in 2 of 3 CPU runs.
     head_activation: str = "relu"
+    attention: str = "pixel"  # the block in the five slots, by name (models/attention/__init__.py)
 
     def __post_init__(self) -> None:
         if len(self.featex_pool) != len(self.featex_blocks):
@@ -76,6 +78,9 @@ class SpanConfig:
             raise ValueError(f"head_activation must be 'relu' or 'leaky', not {self.head_activation!r}")
         if not self.use_featex and not self.cue_channels:
             raise ValueError("use_featex=False needs cue_channels > 0: the network would see nothing")
+        check_attention_name(self.attention)
+        if self.edges == "exclude" and self.attention != "pixel":
+            raise ValueError("edges='exclude' is defined for the 'pixel' attention only")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -190,7 +195,11 @@ class Span(nn.Module):
             self.cue_transform = nn.Sequential(
                 nn.Conv2d(config.cue_channels, d, 1), nn.ReLU(inplace=True), nn.Conv2d(d, d, 1))
         padding_mode = "replicate" if config.edges == "exclude" else "zeros"
-        self.attention = nn.ModuleList(PixelAttention(d, dilation, edges=config.edges) for dilation in config.dilations)
+        if config.edges == "exclude":  # pixel attention that gives out-of-image neighbours no weight
+            blocks = [PixelAttention(d, dilation, edges="exclude") for dilation in config.dilations]
+        else:
+            blocks = [build_attention(config.attention, dim=d, dilation=dilation) for dilation in config.dilations]
+        self.attention = nn.ModuleList(blocks)
         self.feed_forward = nn.ModuleList(AttentionFeedForward(d, padding_mode=padding_mode) for _ in config.dilations)
         head: list[nn.Module] = []
         width = d
