@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # bench/ is a source-tree package, not installed
+from spancore.testing import ROOT
 
 pytest.importorskip("torch")
 

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from spancore.testing import ROOT
+
 torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -36,7 +38,7 @@ from models.export import export_onnx, onnx_parity  # noqa: E402
 from models.layers import PixelAttention  # noqa: E402
 from models.span import Span, SpanConfig  # noqa: E402
 
-WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+WEIGHTS = ROOT / "weights"
 
 
 # ----------------------------------------------------------------------------- literal helpers
