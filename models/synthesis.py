@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from models.deep_removal import deep_inpaint_removal
+
 try:  # the camera sources include HEIC/HEIF phone photos
     import pillow_heif
 
@@ -41,9 +43,11 @@ except ImportError:  # e.g. the GPU machine's image: HEIC files are then skipped
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-KINDS = ("pristine", "splice", "copy-move", "removal", "retouch")
-# Share of each kind in stage 2 (pristine about 20%, as the issue asks).
-DEFAULT_KIND_WEIGHTS = {"pristine": 0.2, "splice": 0.25, "copy-move": 0.2, "removal": 0.15, "retouch": 0.2}
+KINDS = ("pristine", "splice", "copy-move", "removal", "retouch", "deep-inpaint")
+# Share of each kind in stage 2 (pristine about 20%, as the issue asks). deep-inpaint (the
+# DeepFill-style generator, models/deep_removal.py) is off unless a config's kind_weights sets it.
+DEFAULT_KIND_WEIGHTS = {"pristine": 0.2, "splice": 0.25, "copy-move": 0.2, "removal": 0.15, "retouch": 0.2,
+                        "deep-inpaint": 0.0}
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".heic", ".heif"}
 # exif-samples folders/files with broken or hostile metadata: test material, not photos.
@@ -605,6 +609,8 @@ def synthesize(rng: np.random.Generator, photos: list[Photo], size: int, kind: s
         image, mask = removal(rng, host, seg)
     elif kind == "retouch":
         image, mask = retouch(rng, host, seg)
+    elif kind == "deep-inpaint":
+        image, mask = deep_inpaint_removal(rng, host, seg)
     else:
         raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
     original = host
