@@ -3,6 +3,8 @@ and the figure for docs/inpainting.md.
 
     python -m models.inpainting_report runs/inpaint-cpu/ckpt.pt --out docs/inpainting
 
+writes docs/inpainting-grid.png and docs/inpainting-scores.json.
+
 Holes and crops are the training run's fixed validation set (models/train_inpainting.py:
 validation_set, BSDS val, seed 10000): brush strokes, rectangles and object shapes. The deep
 fill scored here is the shipped ONNX file (what `span forge` and the synthesis run), the coarse
@@ -66,7 +68,7 @@ def grid(rows: list[list[np.ndarray]], header: list[str], path: Path, tile: int 
     canvas.save(path, optimize=True)
 
 
-def main(checkpoint: Path, out_dir: Path, n: int = 64, grid_rows: int = 8, size: int = 128) -> dict:
+def main(checkpoint: Path, prefix: Path, n: int = 64, grid_rows: int = 8, size: int = 128) -> dict:
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     images_t, masks_t = validation_set(n, size)
@@ -87,10 +89,10 @@ def main(checkpoint: Path, out_dir: Path, n: int = 64, grid_rows: int = 8, size:
         masked = np.where(m, np.array([255, 255, 255], np.uint8), images[i])
         rows.append([masked, np.where(m, coarse_u8[i], images[i]), results["deepfill"][i], results["telea"][i],
                      results["patch"][i], images[i]])
-    out_dir.mkdir(parents=True, exist_ok=True)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
     grid(rows, ["masked input", "coarse", "refined (ONNX)", "OpenCV Telea", "patch fill", "original"],
-         out_dir / "grid.png")
-    (out_dir / "scores.json").write_text(json.dumps(table, indent=2) + "\n")
+         prefix.with_name(prefix.name + "-grid.png"))
+    prefix.with_name(prefix.name + "-scores.json").write_text(json.dumps(table, indent=2) + "\n")
     return table
 
 
@@ -99,7 +101,7 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path)
-    parser.add_argument("--out", type=Path, default=Path("docs/inpainting"))
+    parser.add_argument("--out", type=Path, default=Path("docs/inpainting"), help="prefix of the two files")
     parser.add_argument("--samples", type=int, default=64)
     args = parser.parse_args()
     print(json.dumps(main(args.checkpoint, args.out, args.samples), indent=2))

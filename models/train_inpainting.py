@@ -314,7 +314,7 @@ def plot_log(log_path: Path, out: Path) -> None:
         ax.set_title(title)
         ax.set_xlabel("step")
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8, loc="upper right")
+            ax.legend(fontsize=8, loc="upper center")
     fig.tight_layout()
     fig.savefig(out, dpi=90)
     plt.close(fig)
