@@ -18,7 +18,7 @@ def val_photos():
 
 
 def test_deep_inpaint_is_off_by_default():
-    assert syn.DEFAULT_KIND_WEIGHTS["deep-inpaint"] == 0
+    assert syn.DEFAULT_KIND_WEIGHTS.get("deep-inpaint", 0) == 0
     assert "deep-inpaint" not in syn.ForgeryDataset("val", size=SIZE).kinds
 
 
