@@ -245,14 +245,14 @@ def forge_folder(folder: Path, n: int, out: Path, seed: int = 0, license_note: s
     photos = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not photos:
         raise ForgeError(f"no photos ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
-    images = [(p, read_image(p)) for p in photos]  # every photo must decode before anything is written
     engine = inpainter(weights_dir)
     rng = np.random.default_rng(seed)
     rows, records = [], []
     with _Staging(out) as tmp:
         (tmp / "images").mkdir()
         (tmp / "masks").mkdir()
-        for path, image in images:
+        for path in photos:  # one bad photo aborts the lot: the staging folder is removed, nothing is left
+            image = read_image(path)
             for i in range(n):
                 mask, style = holes.random_hole(rng, image.shape[0], image.shape[1])
                 result = forge_one(image, mask, engine)

@@ -111,7 +111,7 @@ def test_forge_bad_inputs_get_one_line_and_nothing_written(tmp_path, photo):
         _refused(span("forge", str(photo), "--mask", spec, "--out", str(out)), out, "")
     (tmp_path / "none").mkdir()
     _refused(span("forge", str(tmp_path / "none"), "--random", "1", "--out", str(out)), out, "no photos")
-    _refused(span("forge", str(tmp_path), "--random", "1", "--out", str(out)), out, "broken.jpg")  # all decode first
+    _refused(span("forge", str(tmp_path), "--random", "1", "--out", str(out)), out, "broken.jpg")  # aborts the whole folder
 
 
 def test_forge_refuses_a_non_empty_out(tmp_path, photo):
