@@ -63,12 +63,17 @@ class SpanConfig:
     # feed-forward and head convs zero-pad); "exclude" = such neighbours get no attention
     # weight and the convs replicate the edge (no darkening towards the border).
     edges: str = "zero"
+    # Activation between the head's 5x5 convs: "relu" (the reference) or "leaky" (LeakyReLU 0.1).
+    # The head narrows to 4 channels; with ReLU all four died (a constant map) in 2 of 3 CPU runs.
+    head_activation: str = "relu"
 
     def __post_init__(self) -> None:
         if len(self.featex_pool) != len(self.featex_blocks):
             raise ValueError("featex_pool needs one flag per Featex block")
         if self.edges not in ("zero", "exclude"):
             raise ValueError(f"edges must be 'zero' or 'exclude', not {self.edges!r}")
+        if self.head_activation not in ("relu", "leaky"):
+            raise ValueError(f"head_activation must be 'relu' or 'leaky', not {self.head_activation!r}")
         if not self.use_featex and not self.cue_channels:
             raise ValueError("use_featex=False needs cue_channels > 0: the network would see nothing")
 
@@ -123,6 +128,7 @@ PRESETS: dict[str, SpanConfig] = {
         featex_pool=(True, True, False, False, False),
         cue_channels=8,
         edges="exclude",
+        head_activation="leaky",
     ),
 }
 
@@ -189,7 +195,8 @@ class Span(nn.Module):
         head: list[nn.Module] = []
         width = d
         for out in config.head_widths:
-            head += [nn.Conv2d(width, out, 5, padding=2, padding_mode=padding_mode), nn.ReLU(inplace=True)]
+            activation = nn.LeakyReLU(0.1, inplace=True) if config.head_activation == "leaky" else nn.ReLU(inplace=True)
+            head += [nn.Conv2d(width, out, 5, padding=2, padding_mode=padding_mode), activation]
             width = out
         head.append(nn.Conv2d(width, 1, 5, padding=2, padding_mode=padding_mode))
         self.head = nn.Sequential(*head)

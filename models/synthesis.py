@@ -119,6 +119,12 @@ def load_photo(path: Path) -> np.ndarray:
     return _centre_crop(rgb, MAX_SOURCE_SIDE)
 
 
+def load_photo_full(path: Path) -> np.ndarray:
+    """RGB uint8 at native size, EXIF orientation applied (not cached: camera files are large)."""
+    with Image.open(path) as im:
+        return np.ascontiguousarray(np.asarray(ImageOps.exif_transpose(im).convert("RGB")))
+
+
 @functools.lru_cache(maxsize=160)
 def load_segments(path: Path) -> np.ndarray:
     with Image.open(path) as im:

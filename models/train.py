@@ -452,7 +452,7 @@ def evaluate_localisation(span: Span, images: torch.Tensor, masks: torch.Tensor,
                           batch_size: int, cues: torch.Tensor | None = None) -> dict[str, float | None]:
     """Pixel AUC of the full-size heatmap (the map that ships), per forged image and averaged,
     and pooled over all pixels; image AUC of the service's score (mean of the top 1%)."""
-    from service.evaluate import roc_auc  # numpy only: one AUC for training and evaluation
+    from spancore.scoring import image_scores, roc_auc  # numpy only: the service's own maths
 
     span.eval()
     heatmaps, losses = [], []
@@ -466,14 +466,30 @@ def evaluate_localisation(span: Span, images: torch.Tensor, masks: torch.Tensor,
     heat = torch.cat(heatmaps)[:, 0].numpy()
     truth = masks[:, 0].numpy() >= 0.5
     per_image = [roc_auc(h, t) for h, t in zip(heat, truth) if 0 < t.sum() < t.size]
-    top = max(1, math.ceil(heat[0].size * 0.01))
-    scores = np.sort(heat.reshape(len(heat), -1), axis=1)[:, -top:].mean(1)
+    scores = image_scores(heat)
+    threshold, f1 = operating_point(heat, truth)
     return {
+        "val_threshold": threshold,
+        "val_f1_at_threshold": f1,
         "val_loss_bce": float(np.mean(losses)),
         "val_pixel_auc": float(np.mean(per_image)) if per_image else None,
         "val_pixel_auc_pooled": roc_auc(heat, truth),
         "val_image_auc": roc_auc(scores, truth.reshape(len(truth), -1).any(1)),
     }
+
+
+def operating_point(heatmaps: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """The decision threshold with the best pixel F1 over all validation pixels (forged and
+    pristine photos pooled, as a deployment meets them), on a 0.01 grid; and that F1. The
+    exported manifest carries it as the service's default threshold (never chosen on dev)."""
+    from spancore.scoring import Confusion
+
+    best = (0.5, -1.0)
+    for threshold in np.round(np.arange(0.05, 0.96, 0.01), 2):
+        f1 = Confusion.of(heatmaps >= threshold, truth).f1() or 0.0
+        if f1 > best[1]:
+            best = (float(threshold), float(f1))
+    return best
 
 
 def frozen_featex_logits(span: Span, image: torch.Tensor, run: Run, cues: torch.Tensor | None = None) -> torch.Tensor:
