@@ -4,14 +4,14 @@ fill removes things, beside synthesis.removal's OpenCV and clone-stamp fills.
 
 Off by default (share 0 in synthesis.DEFAULT_KIND_WEIGHTS); a training config turns it on
 with e.g. ``"kind_weights": {..., "deep-inpaint": 0.1}`` in its stage 2 settings. Each
-DataLoader worker builds its own ONNX Runtime session once (service.forge.inpainter is cached
+DataLoader worker builds its own ONNX Runtime session once (spancore.inpaint.inpainter is cached
 per process) with one thread, as the workers' OpenCV does.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from service.forge import inpainter
+from spancore.inpaint import inpainter
 
 
 def deep_inpaint_removal(rng: np.random.Generator, host: np.ndarray, seg: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from models.deepfill import DeepFillGenerator
-from service.manifest import sha256_file
+from spancore.weights import sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OPSET = 17

@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 from models import synthesis
 from models.deepfill import DeepFillGenerator
 from models.train_inpainting import hole_scores, validation_set
-from service.forge import WEIGHTS_DIR, Inpainter
+from spancore.inpaint import WEIGHTS_DIR, Inpainter
 
 
 def load_generator(path: Path) -> DeepFillGenerator:

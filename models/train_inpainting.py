@@ -37,7 +37,7 @@ from PIL import Image
 from models import synthesis
 from models.deepfill import DeepFillConfig, DeepFillGenerator, PatchDiscriminator, hinge_d_loss, hinge_g_loss
 from models.train import REPO_ROOT, Run, _running_mean
-from service import holes
+from spancore import holes
 
 
 @dataclass

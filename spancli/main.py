@@ -184,9 +184,6 @@ def train(
     typer.echo(f"wrote {final}")
 
 
-if __name__ == "__main__":
-    app()
-
 
 @app.command()
 def forge(
@@ -218,3 +215,7 @@ def forge(
     except ForgeError as error:
         typer.echo(f"span forge: {error}", err=True)
         raise typer.Exit(2) from None
+
+
+if __name__ == "__main__":
+    app()

@@ -16,7 +16,7 @@ from models.deepfill import (  # noqa: E402
     ContextualAttention, DeepFillConfig, DeepFillGenerator, GatedConv2d, PatchDiscriminator, hinge_d_loss,
     hinge_g_loss,
 )
-from service import holes  # noqa: E402
+from spancore import holes  # noqa: E402
 
 
 def test_gated_conv_is_elu_feature_times_sigmoid_gate_as_explicit_sums():

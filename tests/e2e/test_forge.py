@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SPAN = Path(sys.executable).with_name("span")
 BSDS_VAL = REPO.parent / "shared" / "data" / "photos" / "bsds500" / "val"
 

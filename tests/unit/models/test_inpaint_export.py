@@ -12,10 +12,10 @@ torch = pytest.importorskip("torch")
 
 from models.deepfill import DeepFillConfig, DeepFillGenerator  # noqa: E402
 from models.export_inpainting import export  # noqa: E402
-from service.forge import Inpainter  # noqa: E402
-from service.manifest import sha256_file  # noqa: E402
+from spancore.inpaint import Inpainter, InpainterError  # noqa: E402
+from spancore.weights import sha256_file  # noqa: E402
 
-SHIPPED = Path(__file__).resolve().parents[1] / "weights" / "inpaint"
+SHIPPED = Path(__file__).resolve().parents[3] / "weights" / "inpaint"
 
 
 def test_export_parity_at_sizes_other_than_the_traced_one(tmp_path):
@@ -64,7 +64,5 @@ def test_forge_refuses_a_tampered_generator(tmp_path):
         (tmp_path / name).write_bytes((SHIPPED / name).read_bytes())
     with open(tmp_path / "deepfill.onnx", "ab") as f:
         f.write(b"\0")
-    from service.forge import ForgeError
-
-    with pytest.raises(ForgeError, match="sha256"):
+    with pytest.raises(InpainterError, match="sha256"):
         Inpainter(tmp_path)
