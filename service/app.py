@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import uvicorn
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -33,6 +33,8 @@ from service.analysis import Analysis, PixelBudget, analyze_bytes_async
 from service.decode import ALLOWED_FORMATS, InputError
 from service.engine import Engine, EngineError, EngineStopped, InferenceTimeout, Overloaded
 from service.render import heatmap_png, overlay_jpeg
+from service.security.request_log import configure_access_log
+from service.security.wiring import protect
 from service.settings import Settings, get_settings
 
 log = logging.getLogger("span.app")
@@ -99,6 +101,7 @@ class _Unavailable(Exception):
 class ErrorDetail(BaseModel):
     code: str = Field(examples=["corrupt_image"])
     message: str = Field(examples=["cannot decode the JPEG pixel data: image file is truncated"])
+    request_id: str | None = Field(None, description="The request's X-Request-ID: quote it when reporting a problem")
 
 
 class ErrorBody(BaseModel):
@@ -212,9 +215,11 @@ class ModelDescription(BaseModel):
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "No API key, or not one this server accepts (see WWW-Authenticate)"},
     413: {"model": ErrorBody, "description": "Upload, pixel count or batch too large"},
     415: {"model": ErrorBody, "description": "Not a supported image format (read from the bytes)"},
     422: {"model": ErrorBody, "description": "Corrupt or truncated image, or a malformed request"},
+    429: {"model": ErrorBody, "description": "Over this client's rate limit; see Retry-After"},
     503: {"model": ErrorBody, "description": "Queue full, warming up or shutting down; see Retry-After"},
     504: {"model": ErrorBody, "description": "No heatmap within the request timeout"},
 }
@@ -450,7 +455,8 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.service = service
     app.add_middleware(_HttpMiddleware, service=service)
     _add_error_handlers(app, settings)
-    _add_routes(app, service)
+    keyed = [Depends(protect(app, settings))]  # the protections' layers go outside _HttpMiddleware
+    _add_routes(app, service, keyed)
     if (STATIC_DIR / "index.html").is_file():
         app.router.routes.append(_PageMount("/", app=StaticFiles(directory=STATIC_DIR, html=True), name="static"))
     return app
@@ -541,7 +547,8 @@ def _add_error_handlers(app: FastAPI, settings: Settings) -> None:
 
 
 # ---------------------------------------------------------------------------- routes
-def _add_routes(app: FastAPI, service: Service) -> None:
+def _add_routes(app: FastAPI, service: Service, keyed: list) -> None:
+    """keyed: the dependencies of the routes behind the API keys and the rate limit."""
     settings = service.settings
 
     @app.post(
@@ -563,6 +570,7 @@ def _add_routes(app: FastAPI, service: Service) -> None:
             **_ERRORS,
         },
         openapi_extra=_IMAGE_BODY,
+        dependencies=keyed,
     )
     async def localize(
         request: Request,
@@ -582,6 +590,7 @@ def _add_routes(app: FastAPI, service: Service) -> None:
             metrics.image_done(_item_error(exc)[0])
             raise
         metrics.image_done()
+        request.state.image_size = f"{analysis.width}x{analysis.height}"  # for the request log
         return await asyncio.to_thread(_render_answer, analysis, want)
 
     @app.post(
@@ -590,6 +599,7 @@ def _add_routes(app: FastAPI, service: Service) -> None:
         response_model=list[ScanItem],
         responses=_ERRORS,
         openapi_extra=_SCAN_BODY,
+        dependencies=keyed,
     )
     async def scan(
         request: Request,
@@ -597,6 +607,7 @@ def _add_routes(app: FastAPI, service: Service) -> None:
     ) -> JSONResponse:
         engine = service.check_accepting()
         items = await _read_many_images(request, settings.max_batch_items)
+        request.state.image_count = len(items)  # for the request log
         # At most 2 batches' worth of this request's images in flight, so one scan cannot fill the queue.
         slots = asyncio.Semaphore(max(2, 2 * settings.max_batch_size))
 
@@ -620,7 +631,8 @@ def _add_routes(app: FastAPI, service: Service) -> None:
         results = await asyncio.gather(*(one(i, upload) for i, upload in enumerate(items)))
         return JSONResponse(list(results))
 
-    @app.get("/v1/model", summary="The model being served", response_model=ModelDescription, responses={503: _ERRORS[503]})
+    @app.get("/v1/model", summary="The model being served", response_model=ModelDescription,
+             responses={401: _ERRORS[401], 429: _ERRORS[429], 503: _ERRORS[503]}, dependencies=keyed)
     async def model() -> dict:
         engine = service.engine
         if engine is None:
@@ -652,7 +664,8 @@ def _add_routes(app: FastAPI, service: Service) -> None:
         return _error(503, "not_ready", reason, {"Retry-After": str(settings.retry_after_s)})
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response,
-             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+             responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+             dependencies=keyed if settings.metrics_require_key else [])
     async def prometheus() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
@@ -743,6 +756,7 @@ def serve(host: str, port: int, log_level: str = "info") -> None:
     the listener closes after `drain_delay_s`, in-flight requests get `shutdown_grace_s` to finish."""
     settings = get_settings()
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_access_log()
     application = create_app(settings)
     config = uvicorn.Config(
         application,
@@ -752,6 +766,7 @@ def serve(host: str, port: int, log_level: str = "info") -> None:
         http=header_timeout_protocol(settings.header_timeout_s),
         timeout_keep_alive=settings.keep_alive_timeout_s,
         timeout_graceful_shutdown=settings.shutdown_grace_s,
+        access_log=False,  # service.security.request_log writes one JSON line per request instead
     )
     _DrainingServer(config, application.state.service, settings.drain_delay_s).run()
 

@@ -141,8 +141,13 @@ def serve(
 ) -> None:
     """Serve the REST API (settings from SPAN_* variables; see README "Configuration"). SIGTERM drains gracefully."""
     from service.app import serve as run_server
+    from service.security.keys import KeyConfigError
 
-    run_server(host=host, port=port, log_level=log_level)
+    try:
+        run_server(host=host, port=port, log_level=log_level)
+    except KeyConfigError as exc:
+        typer.echo(f"span serve: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 # Exit status of `span train` when --max-minutes stopped it before the end (BSD EX_TEMPFAIL):
