@@ -77,6 +77,23 @@ def test_an_unauthenticated_upload_is_refused_readably_before_it_is_read(api):
     _assert_error(response, 401, "missing_api_key")
 
 
+def test_span_scan_sends_its_key_to_the_server(keyed, tmp_path):
+    from typer.testing import CliRunner
+
+    from service.cli import app
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "photo.jpg").write_bytes(PHOTO.read_bytes())
+    runner = CliRunner()
+    refused = runner.invoke(app, ["scan", str(tmp_path / "in"), "--out", str(tmp_path / "a"), "--server", keyed.url],
+                            env={"SPAN_API_KEY": ""}, catch_exceptions=False)
+    assert refused.exit_code == 1 and "needs an API key" in refused.output
+    served = runner.invoke(app, ["scan", str(tmp_path / "in"), "--out", str(tmp_path / "b"), "--server", keyed.url],
+                           env={"SPAN_API_KEY": BETA}, catch_exceptions=False)
+    assert served.exit_code == 0, served.output
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["items"][0]["score"] is not None
+
+
 def test_health_metrics_and_the_page_stay_open(api):
     for path in ("/health/live", "/health/ready", "/metrics", "/", "/app.js", "/openapi.json"):
         assert api.get(path).status_code == 200, path
