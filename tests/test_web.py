@@ -213,6 +213,7 @@ def test_with_api_keys_the_page_asks_once_per_tab_and_analyses_under_its_csp(bro
         assert "script-src 'self';" in loaded.headers["content-security-policy"]
         form = page.get_by_test_id("key-form")
         sync_api.expect(form).to_be_visible()
+        sync_api.expect(page.get_by_test_id("model-info")).to_have_text("Waiting for an API key…")
         sync_api.expect(page.locator("#key-error")).to_be_hidden()
         assert page.evaluate("document.activeElement.id") == "key-input"
 

@@ -121,6 +121,8 @@ function askForKey(refused) {
   const form = $("#key-form");
   const input = $("#key-input");
   $("#key-error").hidden = !refused;
+  const info = $("#model-info");
+  if (info.textContent.startsWith("Loading")) info.textContent = "Waiting for an API key…";
   form.hidden = false;
   input.value = "";
   input.focus();
