@@ -8,7 +8,6 @@ baked in) and needs no extra package; the dynamo path would add onnxscript to th
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import subprocess
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -19,7 +18,8 @@ import numpy as np
 import torch
 
 from models.span import Span, SpanConfig
-from service.manifest import sha256_file  # one digest routine for writer and reader (no torch there)
+from spancore.contract import INPUT_CONTRACT, MODEL_NAME, MODEL_VERSION, OUTPUT_CONTRACT  # the runtime checks these
+from spancore.weights import WeightsManifest, file_entry  # one contract for writer and reader (no torch there)
 
 __all__ = [
     "OPSET",
@@ -32,15 +32,10 @@ __all__ = [
 ]
 
 OPSET = 17
-MODEL_NAME = "span"
-MODEL_VERSION = "0.1.0"
 UNTRAINED_STATUS = "UNTRAINED: random initialisation, not a detector"
 PARITY_TOLERANCE = 1e-4
 # (batch, height, width) checked against torch before anything is written.
 PARITY_SHAPES: tuple[tuple[int, int, int], ...] = ((1, 17, 9), (2, 64, 48), (1, 333, 517))
-
-INPUT_CONTRACT = {"name": "image", "dtype": "float32", "layout": "NCHW", "colour": "RGB", "range": [0, 255]}
-OUTPUT_CONTRACT = {"name": "heatmap", "dtype": "float32", "layout": "N1HW", "range": [0, 1]}
 
 
 class ParityError(RuntimeError):
@@ -228,33 +223,28 @@ def write_manifest(
 ) -> Path:
     """Write weights_dir/manifest.json (format: docs/architecture.md) with each file's sha256."""
     weights_dir = Path(weights_dir)
-    manifest = {
-        "name": MODEL_NAME,
-        "version": MODEL_VERSION,
-        "trained": trained,
-        "status": status,
-        "warning": warning,
-        "architecture": config.to_dict(),
-        "input": INPUT_CONTRACT,
-        "output": OUTPUT_CONTRACT,
-        "onnx": {"file": "span.onnx", "opset": OPSET, "parity_max_abs_diff": parity_max_abs_diff},
-        "int8": int8,
-        "files": {
-            name: {"sha256": sha256_file(weights_dir / name), "bytes": (weights_dir / name).stat().st_size}
-            for name in files
-        },
-        "produced_by": {
+    manifest = WeightsManifest(
+        name=MODEL_NAME,
+        version=MODEL_VERSION,
+        trained=trained,
+        status=status,
+        warning=warning,
+        architecture=config.to_dict(),
+        input=INPUT_CONTRACT,
+        output=OUTPUT_CONTRACT,
+        onnx={"file": "span.onnx", "opset": OPSET, "parity_max_abs_diff": parity_max_abs_diff},
+        int8=int8,
+        files={name: file_entry(weights_dir / name) for name in files},
+        produced_by={
             "command": command,
             "git_commit": _git_commit(),
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "torch": torch.__version__.split("+")[0],
         },
-        "training": training or {},
-        "scores": scores or {},
-    }
-    path = weights_dir / "manifest.json"
-    path.write_text(json.dumps(manifest, indent=2) + "\n")
-    return path
+        training=training or {},
+        scores=scores or {},
+    )
+    return manifest.save(weights_dir)
 
 
 def export_weights(
@@ -273,7 +263,7 @@ def export_weights(
 
     With ``int8_calibration`` photos, also span.int8.onnx (``quantize_convs``). The service
     uses it only once ``span evaluate --record`` has scored both files on a benchmark and the
-    int8 pixel AUC is within the gate (service/manifest.py); export alone proves nothing.
+    int8 pixel AUC is within the gate (spancore/weights.py); export alone proves nothing.
 
     From a training checkpoint (``Span.checkpoint()`` dict; its 'trained' flag, 'status',
     'warning', 'training' and 'scores' are carried over; ``warning`` replaces its warning)

@@ -437,7 +437,7 @@ def evaluate_localisation(span: Span, images: torch.Tensor, masks: torch.Tensor,
                           batch_size: int) -> dict[str, float | None]:
     """Pixel AUC of the full-size heatmap (the map that ships), per forged image and averaged,
     and pooled over all pixels; image AUC of the service's score (mean of the top 1%)."""
-    from service.evaluate import roc_auc  # numpy only: one AUC for training and evaluation
+    from spancore.scoring import image_scores, roc_auc  # numpy only: the service's own maths
 
     span.eval()
     heatmaps, losses = [], []
@@ -450,8 +450,7 @@ def evaluate_localisation(span: Span, images: torch.Tensor, masks: torch.Tensor,
     heat = torch.cat(heatmaps)[:, 0].numpy()
     truth = masks[:, 0].numpy() >= 0.5
     per_image = [roc_auc(h, t) for h, t in zip(heat, truth) if 0 < t.sum() < t.size]
-    top = max(1, math.ceil(heat[0].size * 0.01))
-    scores = np.sort(heat.reshape(len(heat), -1), axis=1)[:, -top:].mean(1)
+    scores = image_scores(heat)
     return {
         "val_loss_bce": float(np.mean(losses)),
         "val_pixel_auc": float(np.mean(per_image)) if per_image else None,

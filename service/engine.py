@@ -39,8 +39,8 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from service import metrics
-from service.manifest import Manifest, load_manifest
+from service import telemetry
+from spancore.weights import WeightsManifest, load_manifest
 from service.settings import Settings
 
 log = logging.getLogger("span.engine")
@@ -110,7 +110,7 @@ _STOP = object()
 
 
 class Engine:
-    def __init__(self, session: ort.InferenceSession, manifest: Manifest, settings: Settings):
+    def __init__(self, session: ort.InferenceSession, manifest: WeightsManifest, settings: Settings):
         self.session = session
         self.manifest = manifest
         self.settings = settings
@@ -122,7 +122,7 @@ class Engine:
         self._stopping = False
         self._batcher = threading.Thread(target=self._batch_loop, name="span-batcher", daemon=True)
         self._batcher.start()
-        metrics.model_info(manifest, self.provider)
+        telemetry.model_info(manifest, self.provider)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -188,7 +188,7 @@ class Engine:
             loop = asyncio.get_running_loop()
             work = _Work(plan.inputs, loop, loop.create_future(), timings=timings)
             self._queue.put(work)
-            metrics.QUEUE_DEPTH.set(self._admitted)
+            telemetry.QUEUE_DEPTH.set(self._admitted)
             try:
                 outputs = await asyncio.wait_for(asyncio.shield(work.future), self.settings.request_timeout_s)
             except TimeoutError:
@@ -203,7 +203,7 @@ class Engine:
         finally:
             with self._admitted_lock:
                 self._admitted -= 1
-            metrics.QUEUE_DEPTH.set(self._admitted)
+            telemetry.QUEUE_DEPTH.set(self._admitted)
 
     async def _admit(self, wait: bool) -> None:
         while True:
@@ -214,7 +214,7 @@ class Engine:
                     self._admitted += 1
                     return
             if not wait:
-                metrics.QUEUE_REJECTIONS.inc()
+                telemetry.QUEUE_REJECTIONS.inc()
                 raise Overloaded(self.settings.retry_after_s)
             await asyncio.sleep(0.02)
 
@@ -222,8 +222,8 @@ class Engine:
         """One ORT call: float32 [n, 3, h, w] -> float32 [n, h, w]."""
         started = time.perf_counter()
         (heatmap,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(batch)})
-        metrics.INFERENCE_SECONDS.observe(time.perf_counter() - started)
-        metrics.BATCH_SIZE.observe(batch.shape[0])
+        telemetry.INFERENCE_SECONDS.observe(time.perf_counter() - started)
+        telemetry.BATCH_SIZE.observe(batch.shape[0])
         return np.clip(heatmap[:, 0], 0.0, 1.0)
 
     # ------------------------------------------------------------------ batcher thread
@@ -259,7 +259,7 @@ class Engine:
         for works in groups.values():
             started = time.perf_counter()
             for work in works:
-                metrics.QUEUE_WAIT_SECONDS.observe(started - work.enqueued)
+                telemetry.QUEUE_WAIT_SECONDS.observe(started - work.enqueued)
             try:
                 stacked = np.concatenate([w.inputs for w in works]) if len(works) > 1 else works[0].inputs
                 step = self.settings.max_batch_size
@@ -327,13 +327,13 @@ class Engine:
 NVIDIA_PROVIDERS = {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
 
 
-def running_manifest(settings: Settings) -> Manifest:
+def running_manifest(settings: Settings) -> WeightsManifest:
     """The sha256-verified manifest, describing the file these settings run (fp32 or int8)."""
     manifest = load_manifest(settings.model_dir)
     return manifest.with_precision(choose_precision(manifest, settings))
 
 
-def choose_precision(manifest: Manifest, settings: Settings) -> str:
+def choose_precision(manifest: WeightsManifest, settings: Settings) -> str:
     """settings.precision, with 'auto' resolved: int8 only on the CPU provider (a GPU runs the fp32
     model, or fp16, faster) and only when the manifest's own scores pass the int8 gate."""
     if settings.precision != "auto":
@@ -386,7 +386,7 @@ def create_session(model_path: Path, providers: list[str], intra_op_threads: int
     return session
 
 
-def _check_contract(session: ort.InferenceSession, manifest: Manifest) -> None:
+def _check_contract(session: ort.InferenceSession, manifest: WeightsManifest) -> None:
     inputs = [i.name for i in session.get_inputs()]
     outputs = [o.name for o in session.get_outputs()]
     if inputs != [INPUT_NAME] or OUTPUT_NAME not in outputs or manifest.input_name != INPUT_NAME:

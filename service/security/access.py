@@ -11,10 +11,9 @@ from __future__ import annotations
 import logging
 
 from fastapi import Request, Security
-from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from service import metrics
+from service import telemetry
 from service.security.keys import ApiKeys
 from service.security.ratelimit import RateLimiter, retry_after_header
 
@@ -26,19 +25,16 @@ OPEN_CLIENT = "anonymous"  # the metrics label of every client while keys are of
 
 
 class AccessRefused(Exception):
-    """A 401 or 429, answered as the service's usual JSON error with its headers."""
+    """A 401 or 429, answered as the service's usual JSON error with these headers. The upload,
+    if any, is left unread, so the answer closes the connection rather than leave it in the
+    keep-alive stream."""
 
     def __init__(self, status: int, code: str, message: str, headers: dict[str, str]):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
-        self.headers = headers
-
-    def response(self) -> JSONResponse:
-        # The upload, if any, is left unread: close rather than leave it in the keep-alive stream.
-        return JSONResponse({"error": {"code": self.code, "message": self.message}}, status_code=self.status,
-                            headers={**self.headers, "Connection": "close"})
+        self.headers = {**headers, "Connection": "close"}
 
 
 class AccessGuard:
@@ -61,7 +57,7 @@ class AccessGuard:
             key_id = self.keys.identify(presented)
             if key_id is None:
                 reason = "missing" if not presented else "invalid"
-                metrics.AUTH_REFUSED.labels(reason=reason).inc()
+                telemetry.AUTH_REFUSED.labels(reason=reason).inc()
                 message = ("this server needs an API key: send `Authorization: Bearer KEY` or `X-API-Key: KEY`"
                            if reason == "missing" else "the API key is not one this server accepts")
                 raise AccessRefused(401, f"{reason}_api_key", message, {"WWW-Authenticate": "Bearer"})
@@ -69,7 +65,7 @@ class AccessGuard:
         client = key_id or (request.client.host if request.client else "unknown")
         wait_s = self.limiter.acquire(client)
         if wait_s > 0:
-            metrics.RATE_LIMITED.labels(key_id=key_id or OPEN_CLIENT).inc()
+            telemetry.RATE_LIMITED.labels(key_id=key_id or OPEN_CLIENT).inc()
             retry = retry_after_header(wait_s)
             raise AccessRefused(429, "rate_limited", f"too many requests from this client; "
                                 f"{self.limiter.rate * 60:g} a minute are allowed after a burst of "

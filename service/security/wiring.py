@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 
+from service.errors import error_response
 from service.security.access import AccessGuard, AccessRefused, announce
 from service.security.headers import SecurityHeaders
 from service.security.keys import ApiKeys
@@ -32,7 +33,7 @@ def protect(app: FastAPI, settings: Settings) -> AccessGuard:
 
     @app.exception_handler(AccessRefused)
     async def refused(request: Request, exc: AccessRefused) -> JSONResponse:
-        return exc.response()
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
 
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
