@@ -31,6 +31,9 @@ RUN make install PYTHON=python3 && rm -rf /root/.cache/pip
 RUN useradd --system --uid 10001 span && chown -R span /app
 USER span
 ENV HOST=0.0.0.0 PORT=8000
+# Keys on: the image refuses to start without its keys file, mounted as a Docker or Kubernetes
+# secret (one `LABEL:KEY` per line; README "Security"). SPAN_API_KEYS_FILE= (empty) runs it open.
+ENV SPAN_API_KEYS_FILE=/run/secrets/span_api_keys
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
   CMD .venv/bin/python -c "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/health/ready', timeout=4).status != 200)"

@@ -13,7 +13,7 @@ import asyncio
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from service import telemetry
 from service.admission import PixelBudget, Service
@@ -23,6 +23,8 @@ from service.protections import HttpProtections
 from service.routes import health, localize, model, scan
 from service.routes import telemetry as telemetry_routes
 from service.routes.page import mount_page
+from service.schemas import ACCESS_ERRORS
+from service.security.wiring import protect
 from service.settings import Settings, get_settings
 
 log = logging.getLogger("span.app")
@@ -59,8 +61,12 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.state.service = service
     app.add_middleware(HttpProtections, service=service)
     add_error_handlers(app, settings)
-    for router in (localize.router, scan.router, model.router, health.router, telemetry_routes.router):
-        app.include_router(router)
+    guard = protect(app, settings)  # its layers (request log, headers, CORS) go outside HttpProtections
+    keyed = {"dependencies": [Depends(guard)], "responses": ACCESS_ERRORS}
+    for router in (localize.router, scan.router, model.router):
+        app.include_router(router, **keyed)
+    app.include_router(health.router)
+    app.include_router(telemetry_routes.router, **(keyed if settings.metrics_require_key else {}))
     mount_page(app)
     return app
 

@@ -301,6 +301,7 @@ def scan(
     out_dir: Path,
     *,
     server: str | None = None,
+    api_key: str | None = None,
     batch_size: int = 8,
     overlay_format: str = "jpg",
     overwrite: bool = False,
@@ -321,7 +322,7 @@ def scan(
     out_dir.mkdir(parents=True, exist_ok=True)
     started = _now()
     try:
-        backend: Backend = (ServerBackend(server, batch_size=batch_size, timeout_s=timeout_s) if server
+        backend: Backend = (ServerBackend(server, batch_size=batch_size, timeout_s=timeout_s, api_key=api_key) if server
                             else LocalBackend(settings))
     except ScanFailure as exc:
         print(f"span scan: {exc.message}", file=sys.stderr)

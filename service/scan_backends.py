@@ -111,16 +111,20 @@ class LocalBackend:
 class ServerBackend:
     """A running `span serve`: batches of images to POST /v1/scan."""
 
-    def __init__(self, url: str, *, batch_size: int, timeout_s: float):
+    def __init__(self, url: str, *, batch_size: int, timeout_s: float, api_key: str | None = None):
         import httpx
 
         self.url = url.rstrip("/")
         self.batch_size = batch_size
-        self.client = httpx.Client(base_url=self.url, timeout=httpx.Timeout(timeout_s, connect=10.0))
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.Client(base_url=self.url, timeout=httpx.Timeout(timeout_s, connect=10.0), headers=headers)
         try:
             response = self.client.get("/v1/model")
         except httpx.HTTPError as exc:
             raise ScanFailure("server_unreachable", f"cannot reach {self.url}: {exc}") from None
+        if response.status_code == 401:
+            raise ScanFailure("unauthorized", f"{self.url} needs an API key: pass --api-key or set SPAN_API_KEY"
+                              if not api_key else f"{self.url} refused the API key")
         if response.status_code != 200:
             raise ScanFailure("server_error", f"{self.url}/v1/model answered HTTP {response.status_code}")
         described = response.json()

@@ -12,6 +12,7 @@ from service.decode import ALLOWED_FORMATS
 class ErrorDetail(BaseModel):
     code: str = Field(examples=["corrupt_image"])
     message: str = Field(examples=["cannot decode the JPEG pixel data: image file is truncated"])
+    request_id: str | None = Field(None, description="The request's X-Request-ID: quote it when reporting a problem")
 
 
 class ErrorBody(BaseModel):
@@ -168,4 +169,11 @@ SCAN_BODY = {
             }
         },
     }
+}
+
+
+# The answers of the routes behind the API keys (service/security), added where they are included.
+ACCESS_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "No API key, or not one this server accepts (see WWW-Authenticate)"},
+    429: {"model": ErrorBody, "description": "Over this client's rate limit; see Retry-After"},
 }

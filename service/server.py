@@ -10,6 +10,7 @@ import uvicorn
 from service.admission import Service
 from service.app import create_app
 from service.protections import header_timeout_protocol
+from service.security.request_log import configure_access_log
 from service.settings import get_settings
 
 log = logging.getLogger("span.app")
@@ -20,6 +21,7 @@ def serve(host: str, port: int, log_level: str = "info") -> None:
     the listener closes after `drain_delay_s`, in-flight requests get `shutdown_grace_s` to finish."""
     settings = get_settings()
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_access_log()
     application = create_app(settings)
     config = uvicorn.Config(
         application,
@@ -29,6 +31,7 @@ def serve(host: str, port: int, log_level: str = "info") -> None:
         http=header_timeout_protocol(settings.header_timeout_s),
         timeout_keep_alive=settings.keep_alive_timeout_s,
         timeout_graceful_shutdown=settings.shutdown_grace_s,
+        access_log=False,  # service.security.request_log writes one JSON line per request instead
     )
     DrainingServer(config, application.state.service, settings.drain_delay_s).run()
 

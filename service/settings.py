@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -138,6 +138,42 @@ class Settings(BaseSettings):
         0.0, ge=0, description="On SIGTERM: how long /health/ready answers 503 before the listener closes "
         "(lets a load balancer stop routing first)."
     )
+
+    # --- access (README "Security") ----------------------------------------------------------
+    api_keys: SecretStr = Field(
+        SecretStr(""), description="API keys, comma-separated; each `KEY` or `LABEL:KEY` (the label is the key's "
+        "id in logs and metrics, else the first 8 hex digits of its sha256). Empty, and no api_keys_file: the "
+        "service is open to anyone who can reach it (said once at start-up)."
+    )
+    api_keys_file: Path | None = Field(
+        None, description="A file with one key (`KEY` or `LABEL:KEY`) per line, `#` comments and blank lines "
+        "ignored: a Docker or Kubernetes secret. Added to api_keys."
+    )
+    metrics_require_key: bool = Field(
+        False, description="Put GET /metrics behind the API keys too (open by default for Prometheus)."
+    )
+    rate_limit_per_minute: float = Field(
+        600.0, ge=0, description="Requests per minute one client (API key id, or client address when keys are off) "
+        "may make to the keyed routes (/v1/*), over the burst; beyond it 429 with Retry-After. 0 turns it off. "
+        "Held in this process: across replicas the ingress or proxy holds the shared limit."
+    )
+    rate_limit_burst: int = Field(
+        120, ge=1, description="Requests one client may make at once before rate_limit_per_minute applies."
+    )
+    frame_ancestors: str = Field(
+        "'none'", description="CSP frame-ancestors: who may embed the page and the API in a frame. "
+        "'none' by default; e.g. `'self' https://intranet.example.org` to allow embedding."
+    )
+    cors_origins: list[str] = Field(
+        [], description='Origins allowed to call the API from another site\'s page (CORS), as JSON, e.g. '
+        '`SPAN_CORS_ORIGINS=\'["https://newsroom.example.org"]\'`. Empty: CORS off (same origin only).'
+    )
+
+    @field_validator("api_keys_file", mode="before")
+    @classmethod
+    def _no_file(cls, value: object) -> object:
+        """SPAN_API_KEYS_FILE= (empty) means no file, e.g. to run the Docker image open on purpose."""
+        return None if value == "" else value
 
     @model_validator(mode="after")
     def _check(self) -> Settings:

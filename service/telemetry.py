@@ -36,6 +36,11 @@ BATCH_SIZE = Histogram("span_batch_size", "Inputs per ONNX Runtime call", bucket
 IMAGES = Counter(
     "span_images_processed_total", "Images through /v1/localize and /v1/scan, by outcome", ["outcome", "code"]
 )
+RATE_LIMITED = Counter(
+    "span_rate_limited_total", "Requests refused with 429 (over the client's rate), by API key id "
+    "('anonymous' while keys are off)", ["key_id"]
+)
+AUTH_REFUSED = Counter("span_auth_refused_total", "Requests refused with 401, by reason (missing, invalid)", ["reason"])
 MODEL_INFO = Info("span_model", "The model being served")
 READY = Gauge("span_ready", "1 when /health/ready answers 200")
 

@@ -128,6 +128,8 @@ def scan(
     paths: list[str] = typer.Argument(..., help="Image files, folders (searched recursively) and globs, e.g. 'case-12/**/*.jpg'."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the heatmaps, overlays, summary.csv and summary.json."),
     server: str = typer.Option(None, help="Use a running `span serve` at this URL (POST /v1/scan) instead of the local model."),
+    api_key: str = typer.Option(None, envvar="SPAN_API_KEY", show_default=False,
+                                help="With --server: the server's API key (sent as Authorization: Bearer)."),
     batch_size: int = typer.Option(8, min=1, help="With --server: images per request (halved when the server says too large)."),
     overlay_format: str = typer.Option("jpg", help="Overlay file format: jpg (small) or png (lossless)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Analyse again even images an earlier run finished."),
@@ -140,7 +142,7 @@ def scan(
 
     if overlay_format not in ("jpg", "png"):
         raise typer.BadParameter("choose jpg or png", param_hint="--overlay-format")
-    raise typer.Exit(run_scan(paths, out, server=server, batch_size=batch_size,
+    raise typer.Exit(run_scan(paths, out, server=server, api_key=api_key, batch_size=batch_size,
                               overlay_format=overlay_format, overwrite=overwrite))
 
 
@@ -152,8 +154,13 @@ def serve(
 ) -> None:
     """Serve the REST API (settings from SPAN_* variables; see README "Configuration"). SIGTERM drains gracefully."""
     from service.server import serve as run_server
+    from service.security.keys import KeyConfigError
 
-    run_server(host=host, port=port, log_level=log_level)
+    try:
+        run_server(host=host, port=port, log_level=log_level)
+    except KeyConfigError as exc:
+        typer.echo(f"span serve: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 # Exit status of `span train` when --max-minutes stopped it before the end (BSD EX_TEMPFAIL):

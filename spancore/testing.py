@@ -23,10 +23,13 @@ SHARED_DATA = Path(os.environ.get("SPAN_SHARED_DATA", ROOT.parent / "shared" / "
 EXIF_SAMPLES = SHARED_DATA / "photos" / "exif-samples"
 
 # The session server's settings: the defaults of `make serve`, except a small upload limit
-# (so an oversized upload is cheap to send) and a small working size (so test photos are quick).
+# (so an oversized upload is cheap to send), a small working size (so test photos are quick),
+# and no rate limit: every test is one client (127.0.0.1) sharing one bucket, and the fuzzers
+# send hundreds of quick requests. tests/test_security_e2e.py runs its own limited server.
 TEST_SERVER_ENV = {
     "SPAN_MAX_UPLOAD_BYTES": str(8 * 1024 * 1024),
     "SPAN_MAX_WORKING_PIXELS": str(256 * 256),
+    "SPAN_RATE_LIMIT_PER_MINUTE": "0",
 }
 
 

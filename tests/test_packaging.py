@@ -41,6 +41,19 @@ def test_dockerfile_installs_and_serves_through_the_makefile():
     assert "/health/ready" in compose and "VARIANT: gpu" in compose
 
 
+def test_the_image_and_compose_turn_api_keys_on_from_a_secret():
+    import yaml  # PyYAML comes with uvicorn[standard]
+
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    secret_path = re.search(r"^ENV SPAN_API_KEYS_FILE=(\S+)$", dockerfile, re.M).group(1)
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    for name in ("span", "span-gpu"):
+        service = compose["services"][name]
+        assert service["environment"]["SPAN_API_KEYS_FILE"] == secret_path
+        assert secret_path == f"/run/secrets/{service['secrets'][0]}"  # where Docker mounts a secret
+    assert "/secrets/" in (ROOT / ".gitignore").read_text().splitlines()  # the keys are never committed
+
+
 def test_runtime_dependencies_stay_lean():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     runtime = " ".join(project["dependencies"]).lower()

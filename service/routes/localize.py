@@ -60,6 +60,7 @@ async def localize(
         telemetry.image_done(error_code(exc)[0])
         raise
     telemetry.image_done()
+    request.state.image_size = f"{analysis.width}x{analysis.height}"  # for the request log
     return await asyncio.to_thread(render_answer, analysis, want)
 
 

@@ -34,6 +34,7 @@ async def scan(
     settings = service.settings
     engine = service.check_accepting()
     items = await read_many_images(request, settings.max_batch_items)
+    request.state.image_count = len(items)  # for the request log
     # At most 2 batches' worth of this request's images in flight, so one scan cannot fill the queue.
     slots = asyncio.Semaphore(max(2, 2 * settings.max_batch_size))
 

@@ -32,6 +32,9 @@ const COLORMAP = (() => {
 
 // Relative URLs, so the page also works behind a reverse proxy under a path prefix.
 const API = { model: "v1/model", localize: "v1/localize?format=json" };
+// A server with API keys answers 401; the page then asks once and keeps the key for this tab
+// (sessionStorage: gone when the tab closes, never shared with other tabs or sent elsewhere).
+const KEY_STORAGE = "span-api-key";
 const MAX_PARALLEL = 2;       // the server batches; two in flight keeps it busy without flooding its queue
 const MAX_BUSY_RETRIES = 3;   // 429/503 with Retry-After: wait and try again a few times
 // Overlay opacity grows with the probability, as in service/render.py: at the slider's value s a
@@ -47,13 +50,14 @@ let nextCardId = 0;
 let activeRequests = 0;
 const pending = [];           // cards waiting for a request slot
 let lastThreshold = 0.5;
+let keyPrompt = null;         // while the key form is shown: resolves when a key is entered
 
 // ---------------------------------------------------------------- model information
 
 async function loadModelInfo(attempt = 0) {
   const info = $("#model-info");
   try {
-    const response = await fetch(API.model, { headers: { Accept: "application/json" } });
+    const response = await apiFetch(API.model, { headers: { Accept: "application/json" } });
     const body = await readJson(response);
     if (response.status === 503 && attempt < 60) {   // still loading or warming up: ask again shortly
       info.textContent = "Model loading…";
@@ -93,6 +97,46 @@ function showModel(model) {
     caveat.textContent = `Read before trusting a heatmap: ${model.warning}`;
     caveat.hidden = false;
   }
+}
+
+// ---------------------------------------------------------------- API key
+
+// fetch() with the tab's key, if any. On 401 the key (if one was sent) is forgotten, the form asks
+// for one, and the request is sent again once it is entered; requests made while the form is up
+// wait for it rather than send an upload the server will refuse.
+async function apiFetch(url, options) {
+  for (;;) {
+    if (keyPrompt) await keyPrompt;
+    const key = sessionStorage.getItem(KEY_STORAGE);
+    const headers = key ? { ...options.headers, Authorization: `Bearer ${key}` } : options.headers;
+    const response = await fetch(url, { ...options, headers });
+    if (response.status !== 401) return response;
+    if (key && sessionStorage.getItem(KEY_STORAGE) === key) sessionStorage.removeItem(KEY_STORAGE);
+    await askForKey(Boolean(key));
+  }
+}
+
+function askForKey(refused) {
+  if (keyPrompt) return keyPrompt;
+  const form = $("#key-form");
+  const input = $("#key-input");
+  $("#key-error").hidden = !refused;
+  const info = $("#model-info");
+  if (info.textContent.startsWith("Loading")) info.textContent = "Waiting for an API key…";
+  form.hidden = false;
+  input.value = "";
+  input.focus();
+  keyPrompt = new Promise((resolve) => {
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      sessionStorage.setItem(KEY_STORAGE, input.value.trim());
+      input.value = "";
+      form.hidden = true;
+      keyPrompt = null;
+      resolve();
+    }, { once: true });
+  });
+  return keyPrompt;
 }
 
 // ---------------------------------------------------------------- intake
@@ -231,7 +275,7 @@ async function postImage(file) {
     form.append("image", file, file.name || "image");
     let response;
     try {
-      response = await fetch(API.localize, { method: "POST", body: form, headers: { Accept: "application/json" } });
+      response = await apiFetch(API.localize, { method: "POST", body: form, headers: { Accept: "application/json" } });
     } catch (err) {
       throw new Error(`Could not reach the server (${err.message}).`);
     }

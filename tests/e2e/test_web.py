@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from service.render import INFERNO
-from spancore.testing import EXIF_SAMPLES, ROOT
+from spancore.testing import EXIF_SAMPLES, ROOT, TEST_SERVER_ENV, running_server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -54,9 +54,16 @@ def page(browser, live_server):
     problems: list[str] = []
     page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
     page.on("requestfailed", lambda request: problems.append(f"request failed: {request.url}"))
+    watch_csp(page, problems)
     page.problems = problems
     yield page
     context.close()
+
+
+def watch_csp(page, problems: list[str]) -> None:
+    """Chromium reports each Content-Security-Policy violation on the console: each is a problem."""
+    page.on("console", lambda message: "Content Security Policy" in message.text
+            and problems.append(f"CSP violation: {message.text}"))
 
 
 def canvas_pixels(page, card, points: np.ndarray) -> np.ndarray:
@@ -189,3 +196,52 @@ def test_upload_shows_overlay_score_metadata_and_rejects_a_fake(page, live_serve
     photo_card.scroll_into_view_if_needed()
     page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(ARTIFACTS / "web-page.png"), full_page=True)
+
+
+def test_with_api_keys_the_page_asks_once_per_tab_and_analyses_under_its_csp(browser):
+    """Keys on: the page asks for a key when the server answers 401, says so when one is refused,
+    keeps the accepted one for the tab (not for other tabs), and analyses a photo under its CSP."""
+    key = "newsroom-Hs82-secret"
+    env = {**TEST_SERVER_ENV, "SPAN_API_KEYS": f"newsroom:{key}"}
+    with running_server(env) as server:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        problems: list[str] = []
+        page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+        watch_csp(page, problems)
+        loaded = page.goto(server.url + "/")
+        assert "script-src 'self';" in loaded.headers["content-security-policy"]
+        form = page.get_by_test_id("key-form")
+        sync_api.expect(form).to_be_visible()
+        sync_api.expect(page.get_by_test_id("model-info")).to_have_text("Waiting for an API key…")
+        sync_api.expect(page.locator("#key-error")).to_be_hidden()
+        assert page.evaluate("document.activeElement.id") == "key-input"
+
+        page.fill("#key-input", "a-wrong-key")
+        page.get_by_role("button", name="Use key").click()
+        sync_api.expect(page.locator("#key-error")).to_be_visible()  # refused: asked again, saying why
+        page.fill("#key-input", key)
+        page.get_by_role("button", name="Use key").click()
+        sync_api.expect(form).to_be_hidden()
+        sync_api.expect(page.get_by_test_id("model-info")).to_contain_text("sha256")
+        assert page.evaluate("sessionStorage.getItem('span-api-key')") == key
+        assert page.evaluate("localStorage.length") == 0
+
+        page.set_input_files("#file-input", [str(PHOTO)])
+        card = page.locator("article.result", has=page.get_by_role("heading", name=PHOTO.name))
+        sync_api.expect(card).to_have_class(re.compile(r"\bdone\b"), timeout=120_000)
+        sync_api.expect(card.get_by_test_id("score")).to_have_text(re.compile(r"^\d\.\d\d$"))
+        sync_api.expect(form).to_be_hidden()  # asked once
+
+        other_tab = context.new_page()  # sessionStorage is per tab: a new tab asks again
+        other_tab.goto(server.url + "/")
+        sync_api.expect(other_tab.get_by_test_id("key-form")).to_be_visible()
+        context.close()
+
+        log = server.log()
+        assert key not in log
+        lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+        analysed = [line for line in lines if line["route"] == "/v1/localize" and line["status"] == 200]
+        assert [line["key_id"] for line in analysed] == ["newsroom"]
+        assert analysed[0]["image"] == "1536x2048"
+    assert problems == []
