@@ -242,8 +242,20 @@ def run_accuracy(args, config: SpanConfig, featex_state: dict) -> dict:
     train_seconds: dict[str, list[float]] = defaultdict(list)
     for seed in args.seeds:
         models = build_models(config, featex_state, args.blocks, seed)
-        for name, seconds in train_seed(models, featex_model, seed, args.samples, data_dir).items():
-            train_seconds[name].append(seconds)
+        # Trained weights are kept per seed, so an interrupted run scores without training again.
+        saved = args.workdir / f"{args.base.stem}-grid{config.grid[0]}-samples{args.samples}-seed{seed}.pt"
+        done = torch.load(saved, weights_only=False) if saved.exists() else {}
+        if set(args.blocks) <= set(done.get("models", {})):
+            for name, model in models.items():
+                model.load_state_dict(done["models"][name])
+                train_seconds[name].append(done["seconds"][name])
+            print(f"seed {seed}: trained weights from {saved}", flush=True)
+        else:
+            seconds = train_seed(models, featex_model, seed, args.samples, data_dir)
+            for name in models:
+                train_seconds[name].append(seconds[name])
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"models": {n: m.state_dict() for n, m in models.items()}, "seconds": seconds}, saved)
         trained.update({(name, seed): model for name, model in models.items()})
         print(f"seed {seed} trained ({(time.monotonic() - started) / 60:.1f} min)", flush=True)
     scores = score_dev(trained, featex_model, args.manifest, args.max_pixels, args.dev_limit)
@@ -354,6 +366,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "attention-ablation.md")
+    parser.add_argument("--workdir", type=Path, default=REPO_ROOT / "runs" / "attention-ablation",
+                        help="trained weights per seed (reused by a rerun with the same base, grid and samples)")
     parser.add_argument("--reading", type=Path, default=None, help="Markdown lines for the table's 'Reading' section")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
