@@ -59,7 +59,8 @@ from models.layers import tf1_bilinear_resize
 from models.span import Span, SpanConfig
 from models.train import Stage2Settings, localisation_loss, lr_at
 from service.decode import decode_image
-from service.evaluate import read_benchmark_manifest, read_mask, roc_auc
+from service.evaluation.benchmark import read_benchmark, read_mask
+from spancore.scoring import roc_auc
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SPAN_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -132,7 +133,7 @@ def train_seed(models: dict[str, Span], featex: torch.nn.Module, seed: int, samp
 
 def dev_images(manifest: Path, max_pixels: int):
     """(dataset, image 1x3xHxW 0..255, truth HxW bool) for each forged row, down-sized to max_pixels."""
-    for row in read_benchmark_manifest(manifest):
+    for row in read_benchmark(manifest):
         if row.mask is None:
             continue
         rgb = decode_image(row.image.read_bytes(), max_pixels=10**9).rgb
