@@ -48,7 +48,7 @@ def engine_row(task: dict) -> dict:
     engine = Engine.from_settings(settings)
     create_s = time.perf_counter() - started
     rss_loaded = own_rss()
-    inputs = engine.plan(rgb).inputs.shape
+    inputs = engine.plan(rgb).inputs["image"].shape
     engine.predict(rgb)  # warm-up: ORT plans memory for this shape on the first run
     latencies = timed_loop(lambda: engine.predict(rgb), task["repeats"], task.get("max_seconds", 60),
                            min_repeats=task.get("min_repeats", 3))
@@ -72,17 +72,19 @@ def torch_row(task: dict) -> dict:
     rss_loaded = own_rss()
     # The engine's own large-image plan and map assembly need only its settings, so the torch
     # row feeds the network exactly what the ORT row does.
-    policy = SimpleNamespace(settings=settings)
+    policy = SimpleNamespace(settings=settings, takes_cues=model.config.cue_channels > 0)
     step = settings.max_batch_size
 
     def predict() -> np.ndarray:
         plan = Engine.plan(policy, rgb)
+        images, cues = plan.inputs["image"], plan.inputs.get("cues")
         with torch.inference_mode():
-            maps = [model(torch.from_numpy(plan.inputs[i : i + step])).numpy()[:, 0]
-                    for i in range(0, plan.inputs.shape[0], step)]
+            maps = [model(torch.from_numpy(images[i : i + step]),
+                          None if cues is None else torch.from_numpy(cues[i : i + step])).numpy()[:, 0]
+                    for i in range(0, images.shape[0], step)]
         return Engine.assemble(policy, plan, np.clip(np.concatenate(maps), 0.0, 1.0))
 
-    inputs = Engine.plan(policy, rgb).inputs.shape
+    inputs = Engine.plan(policy, rgb).inputs["image"].shape
     predict()
     latencies = timed_loop(predict, task["repeats"], task.get("max_seconds", 60))
     return {**summarise(latencies), "network_input": list(inputs), "rss_loaded": rss_loaded,
@@ -127,12 +129,16 @@ def ort_row(task: dict) -> dict:
     create_s = time.perf_counter() - started
     rng = np.random.default_rng(0)
     shapes = {}
+    takes_cues = "cues" in {i.name for i in session.get_inputs()}
     for height, width in task["shapes"]:
         image = (rng.random((task.get("batch", 1), 3, height, width), dtype=np.float32) * 255)
+        feeds = {"image": image}
+        if takes_cues:  # the service computes them (spancore.cues); here only their shape matters
+            feeds["cues"] = rng.standard_normal((image.shape[0], 8, -(-height // 8), -(-width // 8))).astype(np.float32)
         first = time.perf_counter()
-        session.run(None, {"image": image})
+        session.run(None, feeds)
         first_s = time.perf_counter() - first
-        latencies = timed_loop(lambda: session.run(None, {"image": image}), task["repeats"],
+        latencies = timed_loop(lambda: session.run(None, feeds), task["repeats"],
                                task.get("max_seconds", 60), min_repeats=task.get("min_repeats", 3))
         shapes[f"{height}x{width}"] = {**summarise(latencies), "first_s": first_s}
     return {"create_s": create_s, "shapes": shapes}
