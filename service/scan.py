@@ -7,8 +7,12 @@ record exists, names the same input bytes (sha256) and the same model (ONNX sha2
 outputs are still there; it reads the score back from the record, so the summary of a resumed
 scan still lists every image with its numbers. Failed images get no record and are tried again.
 
-Outputs mirror the inputs' folders below their common base, so `a/x.jpg` and `b/x.jpg` do not
-collide; files that differ only by extension (`x.jpg`, `x.png`) get the extension in the name.
+Outputs are named by the input's path relative to the scan root (`gps/DSCN0010.jpg` ->
+`gps/DSCN0010.jpg.heatmap.png`), so `a/x.jpg`, `b/x.jpg` and `a/x.png` never collide and a file
+gets the same name whichever subset of the folder is scanned. The root is the arguments' common
+folder on the first scan into an output folder; summary.json records it and later scans into that
+folder reuse it. summary.csv/json cover the whole output folder: a scan merges its rows into the
+existing summary by that name, never dropping the rows of files it did not touch.
 
 The local ONNX engine is used by default; `--server URL` sends batches to a running server's
 POST /v1/scan instead (halving a batch the server finds too large). Either way the same decoder
@@ -38,13 +42,14 @@ from PIL import Image
 from service.decode import InputError, decode_image
 from service.manifest import ManifestError, sha256_file
 from service.render import heatmap_png
+from service.scan_status import ScanExit
 from service.settings import Settings
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".webp", ".bmp", ".heic", ".heif"})
 RECORD_SUFFIX = ".result.json"
 RECORD_VERSION = 1
 SUMMARY_FIELDS = (
-    "path", "status", "score", "tampered_fraction", "width", "height",
+    "path", "name", "status", "score", "tampered_fraction", "width", "height",
     "heatmap", "overlay", "error_code", "error_message",
 )
 
@@ -54,9 +59,17 @@ SUMMARY_FIELDS = (
 
 @dataclass(frozen=True)
 class ScanInput:
-    path: Path          # as the user named it (relative paths stay relative, for a readable summary)
-    key: str            # output name without suffixes, '/'-separated, unique within the scan
+    path: str           # as the user named it (relative paths stay relative, for a readable summary)
+    key: str            # path relative to the scan root, '/'-separated: the outputs' name and the summary's
     error: str | None = None   # set for a PATH argument that matched nothing
+
+    @property
+    def local(self) -> Path:
+        return Path(self.path)
+
+
+class ScanUsageError(Exception):
+    """The arguments cannot make a scan (exit status 2, one line)."""
 
 
 def _is_hidden(path: Path, base: Path) -> bool:
@@ -64,12 +77,16 @@ def _is_hidden(path: Path, base: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(base).parts)
 
 
+def is_image_name(name: str) -> bool:
+    return Path(name).suffix.lower() in IMAGE_SUFFIXES
+
+
 def _walk(folder: Path, skip: Path | None) -> list[Path]:
     found = []
     for path in folder.rglob("*"):
         if skip is not None and path.resolve().is_relative_to(skip):
             continue   # never rescan our own output folder when it lies inside an input folder
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() and not _is_hidden(path, folder):
+        if is_image_name(path.name) and path.is_file() and not _is_hidden(path, folder):
             found.append(path)
     return sorted(found)
 
@@ -85,8 +102,50 @@ def _glob_base(pattern: str) -> Path:
     return Path(*fixed) if fixed else Path(".")
 
 
-def collect_inputs(arguments: Sequence[str], out_dir: Path | None = None) -> list[ScanInput]:
-    """Expand files, folders (recursively, image suffixes only) and globs into unique inputs.
+def recorded_root(out_dir: Path | None) -> str | None:
+    """The scan root an earlier scan into this output folder named its outputs by."""
+    if out_dir is None:
+        return None
+    try:
+        root = json.loads((Path(out_dir) / "summary.json").read_text()).get("root")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return root if isinstance(root, str) and root else None
+
+
+def choose_root(bases: Sequence[str], out_dir: Path | None, root: str | None) -> str:
+    """The scan root: `root` when given (e.g. the photos moved since), else the one this output
+    folder already uses (so a subset gets the names the whole folder got), else the arguments'
+    common folder."""
+    if root is not None:
+        return os.path.abspath(root)
+    recorded = recorded_root(out_dir)
+    if recorded is not None:
+        return recorded
+    if not bases:
+        return os.path.abspath(".")
+    return os.path.commonpath([os.path.abspath(base) for base in bases])
+
+
+def relative_name(path: str, root: str, *, uri: bool = False) -> str:
+    """The input's name below the scan root; ScanUsageError when it lies outside."""
+    if uri:
+        inside = path.startswith(root.rstrip("/") + "/")
+        relative = path[len(root.rstrip("/")) + 1:] if inside else ""
+    else:
+        relative = os.path.relpath(os.path.abspath(path), root)
+        inside = not (relative == ".." or relative.startswith("../") or os.path.isabs(relative))
+        relative = Path(relative).as_posix()
+    if not inside or not relative:
+        raise ScanUsageError(f"{path} lies outside the scan root {root} that this output folder names its "
+                             "outputs by; scan it into another --out, or give --root if the photos moved")
+    return relative
+
+
+def collect_inputs(arguments: Sequence[str], out_dir: Path | None = None,
+                   root: str | None = None) -> tuple[list[ScanInput], str]:
+    """Expand files, folders (recursively, image suffixes only) and globs into unique inputs,
+    named by their path below the scan root (see `choose_root`). Returns the inputs and the root.
 
     A file named explicitly is always tried, whatever its suffix: the decoder reads the format
     from the bytes. An argument that matches nothing becomes an input with an error, so it is
@@ -95,10 +154,16 @@ def collect_inputs(arguments: Sequence[str], out_dir: Path | None = None) -> lis
     skip = out_dir.resolve() if out_dir is not None else None
     found: dict[Path, tuple[Path, Path]] = {}   # resolved -> (path as named, base folder)
     unmatched: list[str] = []
+    missing: list[str] = []   # listed by a manifest, not there
     for argument in arguments:
         path = Path(argument).expanduser()
+        absent: list[str] = []
         if path.is_dir():
             pairs = [(p, path) for p in _walk(path, skip)]
+        elif path.is_file() and path.suffix.lower() == ".csv":
+            listed = [Path(entry) for entry in manifest_entries(path)]
+            pairs = [(p, path.parent) for p in listed if p.is_file()]
+            absent = [str(p) for p in listed if not p.is_file()]
         elif path.is_file():
             pairs = [(path, path.parent)]
         elif glob.has_magic(argument):
@@ -112,38 +177,30 @@ def collect_inputs(arguments: Sequence[str], out_dir: Path | None = None) -> lis
                     pairs.append((match, base))
         else:
             pairs = []
-        if not pairs:
+        if not pairs and not absent:
             unmatched.append(argument)
+        missing += absent
         for p, base in pairs:
             found.setdefault(p.resolve(), (p, base))
 
-    inputs = _name_outputs(list(found.values()))
-    return inputs + [ScanInput(Path(a), key="", error=f"no image file matches {a!r}") for a in unmatched]
-
-
-def _name_outputs(pairs: list[tuple[Path, Path]]) -> list[ScanInput]:
-    if not pairs:
-        return []
     # Absolute but not resolved: a symlink inside a scanned folder keeps its place in the mirror.
-    root = os.path.commonpath([os.path.abspath(base) for _, base in pairs])
-    keyed: dict[str, list[Path]] = {}
-    for path, _ in pairs:
-        relative = Path(os.path.relpath(os.path.abspath(path), root))
-        keyed.setdefault(relative.with_suffix("").as_posix(), []).append(path)
-    inputs = []
-    for key, paths in keyed.items():
-        if len(paths) == 1:
-            inputs.append(ScanInput(paths[0], key))
-            continue
-        # x.jpg and x.png in one folder: keep both, told apart by their extension (and order, if need be).
-        seen: set[str] = set()
-        for path in sorted(paths):
-            unique = f"{key}_{path.suffix.lstrip('.').lower()}"
-            while unique in seen or unique in keyed:
-                unique += "_"
-            seen.add(unique)
-            inputs.append(ScanInput(path, unique))
-    return sorted(inputs, key=lambda i: i.key)
+    scan_root = choose_root([str(base) for _, base in found.values()], out_dir, root)
+    inputs = sorted((ScanInput(str(p), relative_name(str(p), scan_root)) for p, _ in found.values()),
+                    key=lambda i: i.key)
+    return (inputs + [ScanInput(a, key="", error=f"no image file matches {a!r}") for a in unmatched]
+            + [ScanInput(m, key="", error=f"the manifest lists {m}, which is not a file") for m in missing]), scan_root
+
+
+def manifest_entries(csv_path: Path) -> list[str]:
+    """The inputs a manifest CSV lists: its `path` column (or `image`, as benchmark manifests
+    name it); relative entries are relative to the CSV's folder, URIs are kept as they are."""
+    with open(csv_path, newline="") as f:
+        reader = csv.DictReader(f)
+        column = next((c for c in ("path", "image") if c in (reader.fieldnames or [])), None)
+        if column is None:
+            raise ScanUsageError(f"{csv_path}: a manifest needs a 'path' (or 'image') column")
+        entries = [row[column].strip() for row in reader if (row.get(column) or "").strip()]
+    return [e if _is_uri(e) or os.path.isabs(e) else str(csv_path.parent / e) for e in entries]
 
 
 # ----------------------------------------------------------------------------- analysis backends
@@ -264,7 +321,7 @@ class ServerBackend:
     def _post(self, items: list[tuple[ScanInput, bytes]], busy_retries: int = 5):
         import httpx
 
-        files = [("images", (item.path.name, data, "application/octet-stream")) for item, data in items]
+        files = [("images", (item.local.name, data, "application/octet-stream")) for item, data in items]
         try:
             response = self.client.post("/v1/scan", files=files)
         except httpx.HTTPError as exc:
@@ -358,7 +415,7 @@ class Outcome:
 
     def row(self) -> dict[str, Any]:
         return {
-            "path": str(self.item.path), "status": self.status, "score": self.score,
+            "path": self.item.path, "name": self.item.key or None, "status": self.status, "score": self.score,
             "tampered_fraction": self.tampered_fraction, "width": self.width, "height": self.height,
             "heatmap": self.heatmap, "overlay": self.overlay,
             "error_code": self.error_code, "error_message": self.error_message,
@@ -416,7 +473,7 @@ class Outputs:
             _write_atomic(overlay_path, buffer.getvalue())
         record = {
             "record_version": RECORD_VERSION,
-            "input": str(item.path),
+            "input": item.path,
             "input_sha256": input_sha256,
             "model": model,
             "score": finding.score,
@@ -464,27 +521,62 @@ def _csv_safe(value: Any) -> Any:
     return value
 
 
-def write_summary(out_dir: Path, outcomes: Sequence[Outcome], *, model: dict[str, Any] | None,
-                  backend: str, started: str, interrupted: bool = False) -> tuple[Path, Path]:
-    counts = {status: sum(o.status == status for o in outcomes) for status in ("ok", "skipped", "failed")}
+def _counts(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
+    return {status: sum(r["status"] == status for r in rows) for status in ("ok", "skipped", "failed")}
+
+
+def _is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def _earlier_rows(out_dir: Path, root: str) -> dict[str, dict[str, Any]]:
+    """The rows of the summary already in `out_dir`, by name, whose input still exists below the
+    root (a photo deleted since has no row to keep; inputs behind URIs are kept unchecked)."""
+    try:
+        items = json.loads((out_dir / "summary.json").read_text()).get("items", [])
+    except (OSError, ValueError, AttributeError):
+        return {}
+    kept = {}
+    for row in items if isinstance(items, list) else []:
+        name = row.get("name") if isinstance(row, dict) else None
+        if name and (_is_uri(root) or os.path.exists(os.path.join(root, name))):
+            kept[name] = {field: row.get(field) for field in SUMMARY_FIELDS}
+    return kept
+
+
+def write_summary(out_dir: Path, rows: Sequence[dict[str, Any]], *, root: str, model: dict[str, Any] | None,
+                  backend: str, started: str, interrupted: bool = False) -> tuple[Path, Path, dict[str, int]]:
+    """Merge this run's rows into the output folder's summary (by name) and write it as JSON and
+    CSV. Returns both paths and this run's counts; the file's `counts` cover every row in it."""
+    merged = _earlier_rows(out_dir, root)
+    unnamed = []
+    for row in rows:
+        if row.get("name"):
+            merged[row["name"]] = row
+        else:
+            unnamed.append(row)   # an argument that matched nothing: reported by this run only
+    items = [merged[name] for name in sorted(merged)] + unnamed
+    run_counts = _counts(rows)
     summary = {
         "started": started,
         "finished": _now(),
         "interrupted": interrupted,
         "backend": backend,
+        "root": root,
         "model": model,
-        "counts": counts,
-        "items": [o.row() for o in outcomes],
+        "counts": _counts(items),
+        "this_run": run_counts,
+        "items": items,
     }
     json_path, csv_path = out_dir / "summary.json", out_dir / "summary.csv"
     _write_atomic(json_path, json.dumps(summary, indent=2).encode())
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=SUMMARY_FIELDS, lineterminator="\n")
     writer.writeheader()
-    for outcome in outcomes:
-        writer.writerow({k: _csv_safe(v) for k, v in outcome.row().items()})
+    for row in items:
+        writer.writerow({k: _csv_safe(row.get(k)) for k in SUMMARY_FIELDS})
     _write_atomic(csv_path, text.getvalue().encode())
-    return csv_path, json_path
+    return csv_path, json_path, run_counts
 
 
 # ----------------------------------------------------------------------------- the scan
@@ -522,7 +614,7 @@ def run_scan(
             outcomes[item] = _failed(item, "not_found", item.error)
             continue
         try:
-            digests[item] = sha256_file(item.path)
+            digests[item] = sha256_file(item.local)
         except OSError as exc:
             outcomes[item] = _failed(item, "unreadable", f"cannot read {item.path}: {exc.strerror or exc}")
             continue
@@ -553,23 +645,28 @@ def run_scan(
             loaded = []
             for item in batch:
                 try:
-                    loaded.append((item, item.path.read_bytes()))
+                    loaded.append((item, item.local.read_bytes()))
                 except OSError as exc:
                     report(_failed(item, "unreadable", f"cannot read {item.path}: {exc.strerror or exc}"))
             for item, result in backend.analyse(loaded):
-                if isinstance(result, ScanFailure):
-                    report(_failed(item, result.code, result.message))
-                    continue
-                try:
-                    rgb = result.rgb if result.rgb is not None else _decode_for_overlay(item, settings)
-                    report(outputs.write(item, result, rgb, digests[item], backend.model))
-                except InputError as exc:
-                    report(_failed(item, exc.code, exc.message))
-                except OSError as exc:
-                    report(_failed(item, "write_failed", f"cannot write outputs: {exc}"))
+                report(record_result(item, result, outputs, digests[item], backend.model, settings))
     finally:
         bar.close()
     return [outcomes[item] for item in inputs if item in outcomes]
+
+
+def record_result(item: ScanInput, result: Finding | ScanFailure, outputs: Outputs, input_sha256: str,
+                  model: dict[str, Any], settings: Settings) -> Outcome:
+    """Write one analysed image's outputs (or say why it failed): its summary row."""
+    if isinstance(result, ScanFailure):
+        return _failed(item, result.code, result.message)
+    try:
+        rgb = result.rgb if result.rgb is not None else _decode_for_overlay(item, settings)
+        return outputs.write(item, result, rgb, input_sha256, model)
+    except InputError as exc:
+        return _failed(item, exc.code, exc.message)
+    except OSError as exc:
+        return _failed(item, "write_failed", f"cannot write outputs: {exc}")
 
 
 def _stop_on_sigterm():
@@ -585,7 +682,7 @@ def _stop_on_sigterm():
 
 
 def _decode_for_overlay(item: ScanInput, settings: Settings) -> np.ndarray:
-    return decode_image(item.path.read_bytes(), max_pixels=settings.max_pixels, min_side=1).rgb
+    return decode_image(item.local.read_bytes(), max_pixels=settings.max_pixels, min_side=1).rgb
 
 
 def scan(
@@ -596,20 +693,24 @@ def scan(
     batch_size: int = 8,
     overlay_format: str = "jpg",
     overwrite: bool = False,
+    root: str | None = None,
     timeout_s: float = 600.0,
     settings: Settings | None = None,
     progress: bool | None = None,
 ) -> int:
-    """The whole `span scan`: returns the exit status (0 all analysed or skipped, 1 anything failed,
-    2 nothing to scan, 130 interrupted)."""
+    """The whole `span scan`: returns the exit status (service.scan_status.ScanExit)."""
     from service.settings import get_settings
 
     settings = settings or get_settings()
     out_dir = Path(out_dir)
-    inputs = collect_inputs(paths, out_dir)
+    try:
+        inputs, scan_root = collect_inputs(paths, out_dir, root)
+    except ScanUsageError as exc:
+        print(f"span scan: {exc}", file=sys.stderr)
+        return ScanExit.USAGE
     if not any(item.error is None for item in inputs):
         print("span scan: no image files found in " + ", ".join(map(repr, paths)), file=sys.stderr)
-        return 2
+        return ScanExit.USAGE
     out_dir.mkdir(parents=True, exist_ok=True)
     started = _now()
     try:
@@ -617,10 +718,10 @@ def scan(
                             else LocalBackend(settings))
     except ScanFailure as exc:
         print(f"span scan: {exc.message}", file=sys.stderr)
-        return 1
+        return ScanExit.FAILED
     except ManifestError as exc:
         print(f"span scan: cannot use the local model: {exc}", file=sys.stderr)
-        return 1
+        return ScanExit.FAILED
     if backend.warning:
         print(f"span scan: WARNING: {backend.warning}", file=sys.stderr)
     finished: dict[ScanInput, Outcome] = {}
@@ -639,14 +740,19 @@ def scan(
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
         backend.close()
-    # Input order; after an interruption, only the images that were dealt with.
-    outcomes = [finished[item] for item in inputs if item in finished]
-    csv_path, json_path = write_summary(out_dir, outcomes, model=backend.model, backend=backend.description,
-                                        started=started, interrupted=interrupted)
-    counts = {s: sum(o.status == s for o in outcomes) for s in ("ok", "skipped", "failed")}
-    print(f"{len(inputs)} input(s): {counts['ok']} analysed, {counts['skipped']} already done, "
-          f"{counts['failed']} failed. Summary: {csv_path} and {json_path}", file=sys.stderr)
-    if counts["failed"] or lost_server:
-        return 1
-    return 130 if interrupted else 0
+    # After an interruption, only the images that were dealt with.
+    rows = [finished[item].row() for item in inputs if item in finished]
+    return finish(out_dir, rows, root=scan_root, model=backend.model, backend=backend.description,
+                  started=started, interrupted=interrupted, lost=lost_server, inputs=len(inputs))
 
+
+def finish(out_dir: Path, rows: Sequence[dict[str, Any]], *, root: str, model: dict[str, Any] | None, backend: str,
+           started: str, interrupted: bool, lost: bool, inputs: int) -> int:
+    """Write the merged summary, print the run's counts, and return the exit status."""
+    csv_path, json_path, counts = write_summary(out_dir, rows, root=root, model=model, backend=backend,
+                                                started=started, interrupted=interrupted)
+    print(f"{inputs} input(s): {counts['ok']} analysed, {counts['skipped']} already done, "
+          f"{counts['failed']} failed. Summary: {csv_path} and {json_path}", file=sys.stderr)
+    if counts["failed"] or lost:
+        return ScanExit.FAILED
+    return ScanExit.INTERRUPTED if interrupted else ScanExit.OK
