@@ -21,6 +21,7 @@ import json
 import math
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -195,8 +196,9 @@ def plan_pool(resources: dict[str, float], nodes: list[dict[str, float]], option
 
 def ray_scan(sources: list[str], out_dir: Path, options: RayOptions, *, overlay_format: str = "jpg",
              overwrite: bool = False, root: str | None = None, settings: Settings | None = None,
-             progress: bool | None = None) -> int:
-    """The whole `span scan --ray`: same outputs, summary and exit statuses as `service.scan.scan`."""
+             progress: bool | None = None, on_row: Callable[[dict[str, Any]], None] | None = None) -> int:
+    """The whole `span scan --ray`: same outputs, summary and exit statuses as `service.scan.scan`.
+    `on_row` sees each summary row as it arrives (bench/ray_scan.py times them)."""
     from tqdm import tqdm
 
     from service.engine import running_manifest
@@ -276,6 +278,8 @@ def ray_scan(sources: list[str], out_dir: Path, options: RayOptions, *, overlay_
                     if row["status"] == "failed":
                         bar.write(f"FAILED {row['path']}: {row['error_message']}", file=sys.stderr)
                 rows[row["name"]] = row
+                if on_row is not None:
+                    on_row(row)
     except KeyboardInterrupt:
         print("span scan: interrupted; run the same command again to resume", file=sys.stderr)
         interrupted = True
