@@ -194,6 +194,24 @@ def plan_pool(resources: dict[str, float], nodes: list[dict[str, float]], option
     return actors, threads, gpus
 
 
+def _unreachable(address: str | None, timeout_s: float = 10.0) -> str | None:
+    """Why a HOST:PORT or ray://HOST:PORT address cannot be reached, or None. ray.init itself
+    keeps retrying an unreachable head for minutes."""
+    import socket
+
+    if not address or address == "auto":
+        return None
+    host_port = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = host_port.rpartition(":")
+    if not host or not port.isdigit():
+        return None   # some other form Ray understands: let ray.init judge it
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
+
+
 def ray_scan(sources: list[str], out_dir: Path, options: RayOptions, *, overlay_format: str = "jpg",
              overwrite: bool = False, root: str | None = None, settings: Settings | None = None,
              progress: bool | None = None, on_row: Callable[[dict[str, Any]], None] | None = None) -> int:
@@ -224,6 +242,10 @@ def ray_scan(sources: list[str], out_dir: Path, options: RayOptions, *, overlay_
     out_dir.mkdir(parents=True, exist_ok=True)
     started = _now()
 
+    unreachable = _unreachable(options.address)
+    if unreachable:
+        print(f"span scan: cannot reach the Ray cluster at {options.address}: {unreachable}", file=sys.stderr)
+        return ScanExit.FAILED
     try:
         ray.init(address=options.address, logging_level="WARNING", log_to_driver=True, configure_logging=True)
     except (ConnectionError, RuntimeError, ValueError) as exc:

@@ -246,3 +246,10 @@ def test_ray_flag_takes_an_optional_address():
     assert ray_address_optional(["scan", "x", "--ray", "--out", "o"]) == ["scan", "x", "--ray", "local", "--out", "o"]
     assert ray_address_optional(["scan", "x", "--out", "o", "--ray"])[-1] == "local"
     assert ray_address_optional(["scan", "x", "--ray", "auto", "--out", "o"]).count("local") == 0
+
+
+def test_an_unreachable_cluster_fails_at_once_with_one_line(tmp_path):
+    folder = make_folder(tmp_path)
+    result = span_scan(folder, "--ray", f"127.0.0.1:{free_port()}", "--out", tmp_path / "out", timeout=120)
+    assert result.returncode == 1
+    assert "cannot reach the Ray cluster at 127.0.0.1:" in result.stderr
