@@ -162,7 +162,7 @@ def scan(
             raise typer.BadParameter("choose --ray or --server", param_hint="--ray")
         from service.scan_ray import RayOptions, ray_scan
 
-        options = RayOptions(address=None if ray == "local" else ray, actors=actors,
+        options = RayOptions(address=ray, actors=actors,
                              threads_per_actor=threads_per_actor, gpus_per_actor=gpus_per_actor)
         raise typer.Exit(ray_scan(paths, out, options, overlay_format=overlay_format, overwrite=overwrite, root=root))
     from service.scan import scan as run_scan

@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import os
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,8 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from service.scan import (
-    LocalBackend, Outputs, ScanFailure, ScanInput, ScanUsageError, _failed, _is_hidden, _is_uri, _now,
-    choose_root, collect_inputs, finish, is_image_name, manifest_entries, record_result, recorded_root,
+    LocalBackend, Outputs, ScanInput, ScanUsageError, _failed, _is_hidden, _is_uri, _now, _stop_on_sigterm, collect_inputs, finish, is_image_name, manifest_entries, record_result, recorded_root,
 )
 from service.scan_status import ScanExit
 from service.settings import Settings
@@ -39,7 +39,7 @@ ANALYSE_BATCH = 1     # images per actor call: the engine runs one image at a ti
 
 @dataclass(frozen=True)
 class RayOptions:
-    address: str | None = None          # None: start a local Ray instance; else as ray.init takes it
+    address: str = "local"              # "local": start a new Ray instance here (never join a stale one); else as ray.init takes it
     actors: int | None = None           # None: from the cluster's CPUs (or GPUs)
     threads_per_actor: int | None = None
     gpus_per_actor: float | None = None  # None: 1 when the cluster has GPUs, else 0
@@ -194,12 +194,12 @@ def plan_pool(resources: dict[str, float], nodes: list[dict[str, float]], option
     return actors, threads, gpus
 
 
-def _unreachable(address: str | None, timeout_s: float = 10.0) -> str | None:
+def _unreachable(address: str, timeout_s: float = 10.0) -> str | None:
     """Why a HOST:PORT or ray://HOST:PORT address cannot be reached, or None. ray.init itself
     keeps retrying an unreachable head for minutes."""
     import socket
 
-    if not address or address == "auto":
+    if address in ("local", "auto"):
         return None
     host_port = address.split("://", 1)[-1].rstrip("/")
     host, _, port = host_port.rpartition(":")
@@ -251,11 +251,13 @@ def ray_scan(sources: list[str], out_dir: Path, options: RayOptions, *, overlay_
     except (ConnectionError, RuntimeError, ValueError) as exc:
         print(f"span scan: cannot reach the Ray cluster at {options.address}: {exc}", file=sys.stderr)
         return ScanExit.FAILED
+    previous_handler = _stop_on_sigterm()   # after ray.init, which installs its own: SIGTERM = Ctrl-C
     rows: dict[str, dict[str, Any]] = {}
     unnamed = [_failed(item, "not_found", item.error).row() for item in inputs if item.error]
     interrupted = lost = False
     model: dict[str, Any] | None = None
-    description = f"Ray ({options.address or 'local instance'})"
+    where = "local instance" if options.address == "local" else options.address
+    description = f"Ray ({where})"
     try:
         actors, threads, gpus = plan_pool(ray.cluster_resources(), [n["Resources"] for n in ray.nodes() if n["Alive"]],
                                           options)
@@ -270,7 +272,7 @@ def ray_scan(sources: list[str], out_dir: Path, options: RayOptions, *, overlay_
         model = manifest.model_info()
         if manifest.warning:
             print(f"span scan: WARNING: {manifest.warning}", file=sys.stderr)
-        description = f"Ray ({options.address or 'local instance'}, {actors} actor(s) x {threads} thread(s)" + (
+        description = f"Ray ({where}, {actors} actor(s) x {threads} thread(s)" + (
             f", {gpus:g} GPU each)" if gpus else ")")
         print(f"span scan: {len(todo)} image(s) on {description}", file=sys.stderr)
 
@@ -309,6 +311,8 @@ def ray_scan(sources: list[str], out_dir: Path, options: RayOptions, *, overlay_
         print(f"span scan: the Ray job failed: {exc}; run again to resume", file=sys.stderr)
         interrupted = lost = True
     finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
         ray.shutdown()
     if not interrupted:   # a write cut short by a killed actor leaves its temporary file; the retry wrote the real one
         for leftover in out_dir.rglob(".*.part"):

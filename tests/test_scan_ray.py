@@ -56,11 +56,13 @@ def _wait_for(predicate, timeout: float, what: str, logs: list[Path]):
 @pytest.fixture(scope="module")
 def ray_cluster():
     """`ray start --head` and `ray start --address=...` as two process groups of ours, one CPU each."""
-    logs = Path(tempfile.mkdtemp(prefix="span-ray-"))
+    logs = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))   # short: Ray's socket paths live below it
     # Ray 2.60 turns token authentication on for clusters started by `ray start`: give every
     # process of this test cluster (nodes and drivers) the same fresh token.
+    # Ray's memory monitor kills workers when the *machine* is above 95 % of its memory; on a
+    # development machine shared with training runs that is other people's memory: off here.
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
-           "RAY_USAGE_STATS_ENABLED": "0"}
+           "RAY_USAGE_STATS_ENABLED": "0", "RAY_memory_monitor_refresh_ms": "0"}
     started: list[subprocess.Popen] = []
 
     def start(name: str, *arguments: str) -> Path:
@@ -71,8 +73,10 @@ def ray_cluster():
         return log
 
     try:
+        # Its own temp folder: its session files, and its address (which `ray.init()` without an
+        # address would try to join), stay out of /tmp/ray.
         head_log = start("head", "--head", f"--port={free_port()}", "--include-dashboard=false",
-                         "--disable-usage-stats")
+                         "--disable-usage-stats", f"--temp-dir={logs / 'ray'}")
         address = _wait_for(lambda: (m := re.search(r"ray start --address='([^']+)'", head_log.read_text()))
                             and m.group(1), 180, "the Ray head did not start", [head_log])
         worker_log = start("worker", f"--address={address}")
