@@ -118,12 +118,14 @@ def _location(item: ScanInput) -> str:
 
 def read_files(batch: dict[str, Any]) -> dict[str, list]:
     """Ray Data task: each file's bytes, or why they could not be read (a row, not a failed task)."""
-    import pyarrow.fs as pafs
-
     contents, errors = [], []
     for location in batch["location"]:
         try:
             if _is_uri(location):
+                # Only for URIs: pyarrow.fs loads the cloud SDKs, whose abseil has been seen to abort
+                # a Ray worker process (mutex "UnlockSlow is confused") on this machine.
+                import pyarrow.fs as pafs
+
                 filesystem, path = pafs.FileSystem.from_uri(location)
                 with filesystem.open_input_stream(path) as stream:
                     data = stream.read()
