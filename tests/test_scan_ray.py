@@ -72,21 +72,37 @@ def ray_cluster():
                                         start_new_session=True))   # its own process group: torn down by id
         return log
 
+    def two_nodes(address: str) -> bool:
+        status = subprocess.run([RAY, "status", f"--address={address}"], env=env, capture_output=True,
+                                text=True, timeout=60)
+        return status.stdout.count(" node_") >= 2
+
+    def started_or_exited(process: subprocess.Popen, ready):
+        return lambda: ready() or (process.poll() is not None and "exited")
+
     try:
-        # Its own temp folder: its session files, and its address (which `ray.init()` without an
-        # address would try to join), stay out of /tmp/ray.
-        head_log = start("head", "--head", f"--port={free_port()}", "--include-dashboard=false",
-                         "--disable-usage-stats", f"--temp-dir={logs / 'ray'}")
-        address = _wait_for(lambda: (m := re.search(r"ray start --address='([^']+)'", head_log.read_text()))
-                            and m.group(1), 180, "the Ray head did not start", [head_log])
-        worker_log = start("worker", f"--address={address}")
-
-        def two_nodes() -> bool:
-            status = subprocess.run([RAY, "status", f"--address={address}"], env=env, capture_output=True,
-                                    text=True, timeout=60)
-            return status.stdout.count(" node_") >= 2
-
-        _wait_for(two_nodes, 180, "the worker node did not join", [head_log, worker_log])
+        # `ray start` gives a raylet 30 s to register (a constant in ray/_private/node.py); on a
+        # loaded machine it can miss that: a node that gave up is started again, three times at most.
+        for attempt in range(3):
+            # Its own temp folder: its session files, and its address (which `ray.init()` without an
+            # address would try to join), stay out of /tmp/ray.
+            head_log = start(f"head-{attempt}", "--head", f"--port={free_port()}", "--include-dashboard=false",
+                             "--disable-usage-stats", f"--temp-dir={logs / 'ray'}")
+            found = _wait_for(started_or_exited(started[-1], lambda: (m := re.search(
+                r"ray start --address='([^']+)'", head_log.read_text())) and m.group(1)),
+                240, "the Ray head did not start", [head_log])
+            if found != "exited":
+                address = found
+                break
+        else:
+            raise RuntimeError("the Ray head gave up three times:\n" + head_log.read_text()[-3000:])
+        for attempt in range(3):
+            worker_log = start(f"worker-{attempt}", f"--address={address}")
+            if _wait_for(started_or_exited(started[-1], lambda: two_nodes(address)), 240,
+                         "the worker node did not join", [head_log, worker_log]) is True:
+                break
+        else:
+            raise RuntimeError("the worker node gave up three times:\n" + worker_log.read_text()[-3000:])
         yield Cluster(address, env)
     finally:
         for process in reversed(started):   # worker first, then the head
