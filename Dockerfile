@@ -21,6 +21,8 @@ ENV SPAN_PROVIDERS='["CUDAExecutionProvider","CPUExecutionProvider"]'
 FROM base-${VARIANT}
 WORKDIR /app
 COPY pyproject.toml README.md Makefile ./
+COPY spancore ./spancore
+COPY spancli ./spancli
 COPY models ./models
 COPY service ./service
 COPY weights ./weights

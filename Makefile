@@ -26,7 +26,7 @@ serve: install
 	$(BIN)/span serve --host $(HOST) --port $(PORT)
 
 # The web page is tested in a real Chromium from Debian's packages (Playwright drives it; it never
-# downloads a browser). Installed once when missing; if apt cannot, tests/test_web.py says it skipped.
+# downloads a browser). Installed once when missing; if apt cannot, tests/e2e/test_web.py says it skipped.
 browser:
 	@command -v chromium >/dev/null 2>&1 || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \

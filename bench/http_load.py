@@ -9,24 +9,21 @@ The clients share the machine with the server (loopback), so they take a little 
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
 from pathlib import Path
 
 import httpx
 
-from bench.common import REPO_ROOT, peak_rss_of, reset_peak_rss, summarise
+from bench.common import peak_rss_of, reset_peak_rss, summarise
 
 
 def server(env: dict[str, str] | None = None):
     """A real `span serve` on a free loopback port, ready, stopped (SIGTERM) on exit.
 
-    The test suite's launcher (tests/support.py) is the one place that knows how to start and
+    The test suite's launcher (spancore/testing.py) is the one place that knows how to start and
     stop the server, so the benchmark uses it too rather than keeping a copy."""
-    if str(REPO_ROOT / "tests") not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT / "tests"))
-    from support import running_server
+    from spancore.testing import running_server
 
     return running_server(env, ready_timeout=300)
 

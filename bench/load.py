@@ -15,7 +15,7 @@ or any transport error was seen.
 Why not locust: it brings gevent and a web UI we do not need, its percentiles are bucketed,
 its headless runs are bounded by time but not by request count, and tests cannot import
 it cheaply. This is asyncio + httpx (already a dependency): exact per-request latencies,
-both bounds, and `run_load()` is called directly by tests/test_load_and_shutdown.py.
+both bounds, and `run_load()` is called directly by tests/e2e/test_load_and_shutdown.py.
 Traffic goes only to loopback unless --allow-remote is given.
 """
 from __future__ import annotations
@@ -34,7 +34,6 @@ from urllib.parse import urlparse
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -174,8 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                                     allow_remote=args.allow_remote))
 
     if args.spawn:
-        sys.path.insert(0, str(ROOT / "tests"))
-        from support import running_server  # the same server launcher the tests use
+        from spancore.testing import running_server  # the same server launcher the tests use
 
         env = dict(item.split("=", 1) for item in args.env)
         with running_server(env) as server:

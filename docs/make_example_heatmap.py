@@ -17,7 +17,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from service.analysis import analyze_bytes
 from service.engine import Engine
-from service.evaluate import pixel_metrics, read_benchmark_manifest, read_mask
+from service.evaluation.benchmark import read_benchmark, read_mask
+from service.evaluation.metrics import pixel_metrics
 from service.render import colorize
 from service.settings import get_settings
 
@@ -55,7 +56,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("example-heatmap.png"))
     args = parser.parse_args()
 
-    row = next(r for r in read_benchmark_manifest(args.manifest) if r.id == args.row_id)
+    row = next(r for r in read_benchmark(args.manifest) if r.id == args.row_id)
     settings = get_settings()
     engine = Engine.from_settings(settings)
     try:

@@ -8,7 +8,6 @@ baked in) and needs no extra package; the dynamo path would add onnxscript to th
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import subprocess
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -19,7 +18,9 @@ import numpy as np
 import torch
 
 from models.span import Span, SpanConfig
-from service.manifest import sha256_file  # one digest routine for writer and reader (no torch there)
+from spancore.contract import CUES_NAME, INPUT_CONTRACT, MODEL_NAME, MODEL_VERSION, OUTPUT_CONTRACT  # the runtime checks these
+from spancore.cues import BLOCK, CUE_NAMES, CUES_VERSION, compute_cues
+from spancore.weights import WeightsManifest, file_entry  # one contract for writer and reader (no torch there)
 
 __all__ = [
     "OPSET",
@@ -32,15 +33,10 @@ __all__ = [
 ]
 
 OPSET = 17
-MODEL_NAME = "span"
-MODEL_VERSION = "0.1.0"
 UNTRAINED_STATUS = "UNTRAINED: random initialisation, not a detector"
 PARITY_TOLERANCE = 1e-4
 # (batch, height, width) checked against torch before anything is written.
 PARITY_SHAPES: tuple[tuple[int, int, int], ...] = ((1, 17, 9), (2, 64, 48), (1, 333, 517))
-
-INPUT_CONTRACT = {"name": "image", "dtype": "float32", "layout": "NCHW", "colour": "RGB", "range": [0, 255]}
-OUTPUT_CONTRACT = {"name": "heatmap", "dtype": "float32", "layout": "N1HW", "range": [0, 1]}
 
 
 class ParityError(RuntimeError):
@@ -52,8 +48,13 @@ def export_onnx(model: Span, path: str | Path, *, opset: int = OPSET) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
-    example = torch.rand(1, 3, 64, 48) * 255.0
+    example: tuple[torch.Tensor, ...] = (torch.rand(1, 3, 64, 48) * 255.0,)
     axes = {0: "batch", 2: "height", 3: "width"}
+    inputs, dynamic = ["image"], {"image": axes, "heatmap": axes}
+    if model.config.cue_channels:  # second input: spancore.cues, one value per 8x8 block
+        example += (torch.randn(1, model.config.cue_channels, 8, 6),)
+        inputs.append("cues")
+        dynamic["cues"] = {0: "batch", 2: "block_rows", 3: "block_columns"}
     with torch.no_grad(), warnings.catch_warnings():
         # The tracer flags the working grid's size as a constant: it is one, by design.
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
@@ -61,13 +62,13 @@ def export_onnx(model: Span, path: str | Path, *, opset: int = OPSET) -> Path:
         warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
         torch.onnx.export(
             model,
-            (example,),
+            example,
             str(path),
             dynamo=False,
             opset_version=opset,
-            input_names=["image"],
+            input_names=inputs,
             output_names=["heatmap"],
-            dynamic_axes={"image": axes, "heatmap": axes},
+            dynamic_axes=dynamic,
             do_constant_folding=True,
         )
     # The tracer cannot see through the final resize that the channel axis is 1; the
@@ -129,9 +130,14 @@ def onnx_parity(
     model = model.eval()
     for batch, height, width in shapes:
         image = torch.rand(batch, 3, height, width, generator=generator) * 255.0
+        feeds = {"image": image.numpy()}
+        cues = None
+        if model.config.cue_channels:
+            cues = torch.randn(batch, model.config.cue_channels, -(-height // 8), -(-width // 8), generator=generator)
+            feeds["cues"] = cues.numpy()
         with torch.no_grad():
-            expected = model(image).numpy()
-        (got,) = session.run(["heatmap"], {"image": image.numpy()})
+            expected = model(image, cues).numpy()
+        (got,) = session.run(["heatmap"], feeds)
         if got.shape != expected.shape:
             raise ParityError(f"shape {got.shape} from ONNX Runtime, {expected.shape} from torch")
         diff = float(np.abs(got - expected).max())
@@ -199,8 +205,13 @@ def quantize_convs(
             path = next(self.items, None)
             if path is None:
                 return None
-            rgb = np.asarray(Image.open(path).convert("RGB").resize(CALIBRATION_SIZE), np.float32)
-            return {INPUT_CONTRACT["name"]: np.ascontiguousarray(rgb.transpose(2, 0, 1)[None])}
+            rgb = np.asarray(Image.open(path).convert("RGB").resize(CALIBRATION_SIZE))
+            feeds = {INPUT_CONTRACT["name"]: np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], np.float32)}
+            if takes_cues:
+                feeds[CUES_NAME] = compute_cues(rgb)[None]
+            return feeds
+
+    takes_cues = CUES_NAME in {i.name for i in onnx.load(str(source)).graph.input}
 
     convs = [n.name for n in onnx.load(str(source)).graph.node if n.op_type == "Conv"]
     keep_float = [name for name in convs if not select(name)]
@@ -225,36 +236,41 @@ def write_manifest(
     warning: str | None = None,
     training: dict[str, Any] | None = None,
     int8: dict[str, Any] | None = None,
+    threshold: float | None = None,
 ) -> Path:
-    """Write weights_dir/manifest.json (format: docs/architecture.md) with each file's sha256."""
+    """Write weights_dir/manifest.json (format: docs/architecture.md) with each file's sha256.
+    A model with cue channels gets the cue input's contract ('cues'); ``threshold`` is the
+    operating point chosen on synthetic validation (the service's default decision threshold)."""
     weights_dir = Path(weights_dir)
-    manifest = {
-        "name": MODEL_NAME,
-        "version": MODEL_VERSION,
-        "trained": trained,
-        "status": status,
-        "warning": warning,
-        "architecture": config.to_dict(),
-        "input": INPUT_CONTRACT,
-        "output": OUTPUT_CONTRACT,
-        "onnx": {"file": "span.onnx", "opset": OPSET, "parity_max_abs_diff": parity_max_abs_diff},
-        "int8": int8,
-        "files": {
-            name: {"sha256": sha256_file(weights_dir / name), "bytes": (weights_dir / name).stat().st_size}
-            for name in files
-        },
-        "produced_by": {
+    extra: dict[str, Any] = {}
+    if config.cue_channels:
+        extra["cues"] = {"name": CUES_NAME, "version": CUES_VERSION, "channels": list(CUE_NAMES), "block": BLOCK,
+                         "dtype": "float32", "layout": "NCHW, one value per 8x8 block of the photo at native size",
+                         "computed_by": "spancore.cues.compute_cues (the service computes it; not an ONNX op)"}
+    if threshold is not None:
+        extra["threshold"] = round(float(threshold), 4)
+    manifest = WeightsManifest(**extra,
+        name=MODEL_NAME,
+        version=MODEL_VERSION,
+        trained=trained,
+        status=status,
+        warning=warning,
+        architecture=config.to_dict(),
+        input=INPUT_CONTRACT,
+        output=OUTPUT_CONTRACT,
+        onnx={"file": "span.onnx", "opset": OPSET, "parity_max_abs_diff": parity_max_abs_diff},
+        int8=int8,
+        files={name: file_entry(weights_dir / name) for name in files},
+        produced_by={
             "command": command,
             "git_commit": _git_commit(),
             "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "torch": torch.__version__.split("+")[0],
         },
-        "training": training or {},
-        "scores": scores or {},
-    }
-    path = weights_dir / "manifest.json"
-    path.write_text(json.dumps(manifest, indent=2) + "\n")
-    return path
+        training=training or {},
+        scores=scores or {},
+    )
+    return manifest.save(weights_dir)
 
 
 def export_weights(
@@ -273,7 +289,7 @@ def export_weights(
 
     With ``int8_calibration`` photos, also span.int8.onnx (``quantize_convs``). The service
     uses it only once ``span evaluate --record`` has scored both files on a benchmark and the
-    int8 pixel AUC is within the gate (service/manifest.py); export alone proves nothing.
+    int8 pixel AUC is within the gate (spancore/weights.py); export alone proves nothing.
 
     From a training checkpoint (``Span.checkpoint()`` dict; its 'trained' flag, 'status',
     'warning', 'training' and 'scores' are carried over; ``warning`` replaces its warning)
@@ -290,7 +306,9 @@ def export_weights(
         scores = data.get("scores", {})
         warning = warning or data.get("warning")
         training = data.get("training", {})
+        threshold = (training.get("validation") or data.get("validation") or {}).get("val_threshold")
     else:
+        threshold = None
         torch.manual_seed(seed)
         model = Span(config or SpanConfig.preset(preset))
         trained, status, scores, training = False, UNTRAINED_STATUS, {}, {}
@@ -325,4 +343,5 @@ def export_weights(
         warning=warning,
         training=training,
         int8=int8,
+        threshold=threshold,
     )

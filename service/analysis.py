@@ -3,45 +3,23 @@
 Shared by the HTTP service (async, through the engine's queue), `span scan` and
 `span evaluate` (sync). The JSON form is the one in docs/architecture.md.
 
-Image score: the mean of the top 1 % of the map's pixel probabilities (at least one
-pixel). A single hot pixel cannot raise it much, a manipulated region covering 1 % of
-the photo or more lifts it to that region's probability, and the map's size does not
-matter because it is a fraction. It is a score in [0, 1], not a calibrated probability.
+The image score and tampered fraction are spancore.scoring's, the same maths training uses.
 """
 from __future__ import annotations
 
 import asyncio
 import base64
-import math
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from service.admission import PixelBudget
 from service.decode import DecodedImage, ImageMetadata, decode_image, declared_pixels
-from service.engine import Engine, Overloaded
+from service.engine import Engine
 from service.render import heatmap_png
 from service.settings import Settings
-
-SCORE_TOP_FRACTION = 0.01
-
-
-def image_score(heatmap: np.ndarray) -> float:
-    """Mean of the top SCORE_TOP_FRACTION of the map's values: how likely the photo was edited."""
-    values = np.asarray(heatmap, dtype=np.float32).ravel()
-    if values.size == 0:
-        raise ValueError("empty heatmap")
-    k = max(1, math.ceil(values.size * SCORE_TOP_FRACTION))
-    top = np.partition(values, values.size - k)[values.size - k :]
-    return float(np.clip(top.mean(dtype=np.float64), 0.0, 1.0))
-
-
-def tampered_fraction(heatmap: np.ndarray, threshold: float) -> float:
-    """Fraction of pixels at or above the decision threshold."""
-    return float(np.count_nonzero(heatmap >= threshold) / heatmap.size)
-
+from spancore.scoring import image_score, tampered_fraction
 
 @dataclass
 class Analysis:
@@ -97,39 +75,6 @@ def analyze_bytes(data: bytes, engine: Engine, settings: Settings, *, keep_photo
     heatmap = engine.predict(decoded.rgb)
     timings["inference"] = _ms(started)
     return _finish(decoded, heatmap, engine, settings, timings, keep_photo)
-
-
-class PixelBudget:
-    """Bounds the decoded pixels held by images in flight, from decoding to their heatmap.
-
-    The queue bounds how many images wait; without this, each of them could hold a photo
-    at the pixel limit (a 200 KB PNG can declare 80 M pixels, about 1.6 GB decoded and
-    analysed), so a handful of small uploads could exhaust memory. Each image reserves its
-    header's width x height before it is decoded and releases it once its map is made.
-    """
-
-    def __init__(self, limit: int):
-        self.limit = limit
-        self.held = 0
-        self._changed = asyncio.Condition()
-
-    @asynccontextmanager
-    async def hold(self, pixels: int, *, wait: bool, retry_after_s: int) -> AsyncIterator[None]:
-        pixels = min(pixels, self.limit)  # one photo at the limit always fits when alone
-        async with self._changed:
-            if not wait and self.held + pixels > self.limit:
-                error = Overloaded(retry_after_s)
-                error.args = (f"too many image pixels in flight ({self.held} held, limit {self.limit}); "
-                              f"retry in {retry_after_s} s",)
-                raise error
-            await self._changed.wait_for(lambda: self.held + pixels <= self.limit)
-            self.held += pixels
-        try:
-            yield
-        finally:
-            async with self._changed:
-                self.held -= pixels
-                self._changed.notify_all()
 
 
 async def analyze_bytes_async(
@@ -188,8 +133,8 @@ def _finish(
     return Analysis(
         heatmap=heatmap,
         score=image_score(heatmap),
-        tampered_fraction=tampered_fraction(heatmap, settings.threshold),
-        threshold=settings.threshold,
+        tampered_fraction=tampered_fraction(heatmap, engine.manifest.decision_threshold(settings.threshold)),
+        threshold=engine.manifest.decision_threshold(settings.threshold),
         metadata=decoded.metadata,
         model=engine.manifest.model_info(),
         timings_ms=timings,

@@ -39,14 +39,14 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from service import metrics
-from service.manifest import Manifest, load_manifest
+from service import telemetry
 from service.settings import Settings
+from spancore.contract import CUES_NAME, INPUT_NAME, OUTPUT_NAME
+from spancore.cues import BLOCK, CUES_VERSION, compute_cues
+from spancore.weights import WeightsManifest, load_manifest
 
 log = logging.getLogger("span.engine")
 
-INPUT_NAME = "image"
-OUTPUT_NAME = "heatmap"
 
 
 class EngineError(RuntimeError):
@@ -77,13 +77,14 @@ class _Plan:
     width: int
     work_height: int
     work_width: int
-    inputs: np.ndarray  # float32 [n, 3, h, w]
+    inputs: dict[str, np.ndarray]  # the ONNX feeds: "image" float32 [n, 3, h, w] (+ "cues" [n, C, hb, wb])
     origins: list[tuple[int, int]] | None = None  # tile top-left corners (y, x) in the working image
+    cue_ms: float = 0.0  # time spent computing the cues
 
 
 @dataclass
 class _Work:
-    inputs: np.ndarray
+    inputs: dict[str, np.ndarray]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
@@ -92,7 +93,7 @@ class _Work:
 
     @property
     def count(self) -> int:
-        return self.inputs.shape[0]
+        return self.inputs[INPUT_NAME].shape[0]
 
     def deliver(self, setter, value) -> None:
         """Hand a result to the caller's loop; a caller whose loop has gone is simply dropped."""
@@ -102,19 +103,23 @@ class _Work:
             pass
 
     @property
-    def shape(self) -> tuple[int, int]:
-        return self.inputs.shape[2], self.inputs.shape[3]
+    def shape(self) -> tuple:
+        """Works batch together when every feed has the same shape past the batch axis."""
+        return tuple(array.shape[1:] for array in self.inputs.values())
 
 
 _STOP = object()
 
 
 class Engine:
-    def __init__(self, session: ort.InferenceSession, manifest: Manifest, settings: Settings):
+    def __init__(self, session: ort.InferenceSession, manifest: WeightsManifest, settings: Settings):
         self.session = session
         self.manifest = manifest
         self.settings = settings
         self.providers_in_use: list[str] = session.get_providers()
+        # A model with a second input wants spancore's fixed cues, computed here from the photo
+        # at its native resolution (before any resize: JPEG and noise traces live there).
+        self.takes_cues = CUES_NAME in {i.name for i in session.get_inputs()}
         self.warmed = False
         self._admitted = 0
         self._admitted_lock = threading.Lock()
@@ -122,7 +127,7 @@ class Engine:
         self._stopping = False
         self._batcher = threading.Thread(target=self._batch_loop, name="span-batcher", daemon=True)
         self._batcher.start()
-        metrics.model_info(manifest, self.provider)
+        telemetry.model_info(manifest, self.provider)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -169,11 +174,14 @@ class Engine:
     def predict(self, rgb: np.ndarray) -> np.ndarray:
         """RGB uint8 [H, W, 3] -> float32 [H, W] in 0..1, in the caller's thread."""
         plan = self.plan(rgb)
-        step = self.settings.max_batch_size
-        outputs = np.concatenate(
-            [self._run(plan.inputs[i : i + step]) for i in range(0, plan.inputs.shape[0], step)]
+        return self.assemble(plan, self._run_chunks(plan.inputs))
+
+    def _run_chunks(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """ORT calls of at most max_batch_size inputs each, concatenated."""
+        step, count = self.settings.max_batch_size, feeds[INPUT_NAME].shape[0]
+        return np.concatenate(
+            [self._run({k: v[i : i + step] for k, v in feeds.items()}) for i in range(0, count, step)]
         )
-        return self.assemble(plan, outputs)
 
     async def submit(self, rgb: np.ndarray, *, wait: bool = False, timings: dict | None = None) -> np.ndarray:
         """Like predict, through the bounded queue and the dynamic batcher.
@@ -185,10 +193,12 @@ class Engine:
         await self._admit(wait)
         try:
             plan = await asyncio.to_thread(self.plan, rgb)
+            if timings is not None and self.takes_cues:
+                timings["cues"] = plan.cue_ms
             loop = asyncio.get_running_loop()
             work = _Work(plan.inputs, loop, loop.create_future(), timings=timings)
             self._queue.put(work)
-            metrics.QUEUE_DEPTH.set(self._admitted)
+            telemetry.QUEUE_DEPTH.set(self._admitted)
             try:
                 outputs = await asyncio.wait_for(asyncio.shield(work.future), self.settings.request_timeout_s)
             except TimeoutError:
@@ -203,7 +213,7 @@ class Engine:
         finally:
             with self._admitted_lock:
                 self._admitted -= 1
-            metrics.QUEUE_DEPTH.set(self._admitted)
+            telemetry.QUEUE_DEPTH.set(self._admitted)
 
     async def _admit(self, wait: bool) -> None:
         while True:
@@ -214,16 +224,16 @@ class Engine:
                     self._admitted += 1
                     return
             if not wait:
-                metrics.QUEUE_REJECTIONS.inc()
+                telemetry.QUEUE_REJECTIONS.inc()
                 raise Overloaded(self.settings.retry_after_s)
             await asyncio.sleep(0.02)
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
-        """One ORT call: float32 [n, 3, h, w] -> float32 [n, h, w]."""
+    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """One ORT call: feeds (image float32 [n, 3, h, w], cues) -> float32 [n, h, w]."""
         started = time.perf_counter()
-        (heatmap,) = self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(batch)})
-        metrics.INFERENCE_SECONDS.observe(time.perf_counter() - started)
-        metrics.BATCH_SIZE.observe(batch.shape[0])
+        (heatmap,) = self.session.run([OUTPUT_NAME], {k: np.ascontiguousarray(v) for k, v in feeds.items()})
+        telemetry.INFERENCE_SECONDS.observe(time.perf_counter() - started)
+        telemetry.BATCH_SIZE.observe(feeds[INPUT_NAME].shape[0])
         return np.clip(heatmap[:, 0], 0.0, 1.0)
 
     # ------------------------------------------------------------------ batcher thread
@@ -259,11 +269,11 @@ class Engine:
         for works in groups.values():
             started = time.perf_counter()
             for work in works:
-                metrics.QUEUE_WAIT_SECONDS.observe(started - work.enqueued)
+                telemetry.QUEUE_WAIT_SECONDS.observe(started - work.enqueued)
             try:
-                stacked = np.concatenate([w.inputs for w in works]) if len(works) > 1 else works[0].inputs
-                step = self.settings.max_batch_size
-                outputs = np.concatenate([self._run(stacked[i : i + step]) for i in range(0, len(stacked), step)])
+                stacked = works[0].inputs if len(works) == 1 else {
+                    name: np.concatenate([w.inputs[name] for w in works]) for name in works[0].inputs}
+                outputs = self._run_chunks(stacked)
             except Exception as exc:  # a model failure fails these callers, not the batcher
                 log.exception("inference failed for a batch of %d", len(works))
                 for work in works:
@@ -298,12 +308,24 @@ class Engine:
             size = (max(1, int(width * scale)), max(1, int(height * scale)))
             work = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0))
         wh, ww = work.shape[:2]
+        started = time.perf_counter()
         if s.large_image_policy == "resize" or (wh <= s.tile_size and ww <= s.tile_size):
-            return _Plan(height, width, wh, ww, _to_nchw(work[None]))
+            feeds = {INPUT_NAME: _to_nchw(work[None])}
+            if self.takes_cues:  # from the photo as given: the network sees it resized, the cues do not
+                feeds[CUES_NAME] = compute_cues(rgb)[None]
+            return _Plan(height, width, wh, ww, feeds, cue_ms=_ms_since(started))
         th, tw = min(s.tile_size, wh), min(s.tile_size, ww)
-        origins = [(y, x) for y in _starts(wh, th, s.tile_overlap) for x in _starts(ww, tw, s.tile_overlap)]
-        tiles = np.stack([work[y : y + th, x : x + tw] for y, x in origins])
-        return _Plan(height, width, wh, ww, _to_nchw(tiles), origins)
+        # With cues, tiles start on the 8x8 grid (so each tile's cues are a slice of the photo's);
+        # the last tile may then stop up to 7 pixels short of the edge: those take its last column.
+        align = BLOCK if self.takes_cues else 1
+        origins = [(y, x) for y in _starts(wh, th, s.tile_overlap, align) for x in _starts(ww, tw, s.tile_overlap, align)]
+        feeds = {INPUT_NAME: _to_nchw(np.stack([work[y : y + th, x : x + tw] for y, x in origins]))}
+        if self.takes_cues:
+            cues = compute_cues(work)
+            hb, wb = -(-th // BLOCK), -(-tw // BLOCK)
+            feeds[CUES_NAME] = np.stack([cues[:, y // BLOCK : y // BLOCK + hb, x // BLOCK : x // BLOCK + wb]
+                                         for y, x in origins])
+        return _Plan(height, width, wh, ww, feeds, origins, cue_ms=_ms_since(started))
 
     def assemble(self, plan: _Plan, outputs: np.ndarray) -> np.ndarray:
         if plan.origins is None:
@@ -316,7 +338,10 @@ class Engine:
             for (y, x), tile in zip(plan.origins, outputs, strict=True):
                 total[y : y + th, x : x + tw] += tile * window
                 weight[y : y + th, x : x + tw] += window
-            heatmap = total / weight
+            covered_h, covered_w = max(y for y, _ in plan.origins) + th, max(x for _, x in plan.origins) + tw
+            heatmap = total[:covered_h, :covered_w] / weight[:covered_h, :covered_w]
+            if (covered_h, covered_w) != total.shape:  # grid-aligned tiles: extend the last row/column
+                heatmap = np.pad(heatmap, ((0, total.shape[0] - covered_h), (0, total.shape[1] - covered_w)), mode="edge")
         if heatmap.shape != (plan.height, plan.width):
             image = Image.fromarray(heatmap.astype(np.float32), mode="F")
             heatmap = np.asarray(image.resize((plan.width, plan.height), Image.Resampling.BILINEAR))
@@ -327,13 +352,13 @@ class Engine:
 NVIDIA_PROVIDERS = {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
 
 
-def running_manifest(settings: Settings) -> Manifest:
+def running_manifest(settings: Settings) -> WeightsManifest:
     """The sha256-verified manifest, describing the file these settings run (fp32 or int8)."""
     manifest = load_manifest(settings.model_dir)
     return manifest.with_precision(choose_precision(manifest, settings))
 
 
-def choose_precision(manifest: Manifest, settings: Settings) -> str:
+def choose_precision(manifest: WeightsManifest, settings: Settings) -> str:
     """settings.precision, with 'auto' resolved: int8 only on the CPU provider (a GPU runs the fp32
     model, or fp16, faster) and only when the manifest's own scores pass the int8 gate."""
     if settings.precision != "auto":
@@ -386,11 +411,14 @@ def create_session(model_path: Path, providers: list[str], intra_op_threads: int
     return session
 
 
-def _check_contract(session: ort.InferenceSession, manifest: Manifest) -> None:
+def _check_contract(session: ort.InferenceSession, manifest: WeightsManifest) -> None:
     inputs = [i.name for i in session.get_inputs()]
     outputs = [o.name for o in session.get_outputs()]
-    if inputs != [INPUT_NAME] or OUTPUT_NAME not in outputs or manifest.input_name != INPUT_NAME:
-        raise EngineError(f"model does not follow the contract: inputs {inputs}, outputs {outputs}")
+    expected = [INPUT_NAME] + ([CUES_NAME] if manifest.cues else [])
+    if inputs != expected or OUTPUT_NAME not in outputs or manifest.input_name != INPUT_NAME:
+        raise EngineError(f"model does not follow the contract: inputs {inputs} (manifest: {expected}), outputs {outputs}")
+    if manifest.cues and manifest.cues.get("version") != CUES_VERSION:
+        raise EngineError(f"model wants cues {manifest.cues.get('version')!r}; this service computes {CUES_VERSION!r}")
 
 
 def _to_nchw(images: np.ndarray) -> np.ndarray:
@@ -398,14 +426,21 @@ def _to_nchw(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32)
 
 
-def _starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Tile origins along one axis: a regular stride, the last tile flush with the edge."""
+def _starts(length: int, tile: int, overlap: int, align: int = 1) -> list[int]:
+    """Tile origins along one axis: a regular stride, the last tile flush with the edge (or, with
+    align > 1, every origin a multiple of align and the last one as close to the edge as that allows)."""
     if length <= tile:
         return [0]
-    stride = tile - overlap
+    stride = max(align, (tile - overlap) // align * align)
     starts = list(range(0, length - tile, stride))
-    starts.append(length - tile)
+    last = (length - tile) // align * align
+    if not starts or last > starts[-1]:
+        starts.append(last)
     return starts
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)
 
 
 def _ramp(length: int, overlap: int) -> np.ndarray:

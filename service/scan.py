@@ -20,379 +20,35 @@ POST /v1/scan instead (halving a batch the server finds too large). Either way t
 """
 from __future__ import annotations
 
-import base64
 import csv
-import glob
 import io
 import json
 import os
 import signal
 import sys
 import tempfile
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from service.decode import InputError, decode_image
-from service.manifest import ManifestError, sha256_file
-from service.render import heatmap_png
+from service.scan_backends import Backend, Finding, LocalBackend, ScanFailure, ServerBackend
+from service.scan_inputs import ScanInput, ScanUsageError, _is_uri, collect_inputs
 from service.scan_status import ScanExit
 from service.settings import Settings
+from spancore.weights import ManifestError, sha256_file
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".tif", ".tiff", ".webp", ".bmp", ".heic", ".heif"})
 RECORD_SUFFIX = ".result.json"
 RECORD_VERSION = 1
 SUMMARY_FIELDS = (
     "path", "name", "status", "score", "tampered_fraction", "width", "height",
     "heatmap", "overlay", "error_code", "error_message",
 )
-
-
-# ----------------------------------------------------------------------------- inputs and names
-
-
-@dataclass(frozen=True)
-class ScanInput:
-    path: str           # as the user named it (relative paths stay relative, for a readable summary)
-    key: str            # path relative to the scan root, '/'-separated: the outputs' name and the summary's
-    error: str | None = None   # set for a PATH argument that matched nothing
-
-    @property
-    def local(self) -> Path:
-        return Path(self.path)
-
-
-class ScanUsageError(Exception):
-    """The arguments cannot make a scan (exit status 2, one line)."""
-
-
-def _is_hidden(path: Path, base: Path) -> bool:
-    """Dot-files and dot-folders below the base (.DS_Store, ._x.jpg from macOS, .git) are not photos."""
-    return any(part.startswith(".") for part in path.relative_to(base).parts)
-
-
-def is_image_name(name: str) -> bool:
-    return Path(name).suffix.lower() in IMAGE_SUFFIXES
-
-
-def _walk(folder: Path, skip: Path | None) -> list[Path]:
-    found = []
-    for path in folder.rglob("*"):
-        if skip is not None and path.resolve().is_relative_to(skip):
-            continue   # never rescan our own output folder when it lies inside an input folder
-        if is_image_name(path.name) and path.is_file() and not _is_hidden(path, folder):
-            found.append(path)
-    return sorted(found)
-
-
-def _glob_base(pattern: str) -> Path:
-    """The folder part of a glob before its first wildcard: where the mirrored names start."""
-    parts = Path(pattern).parts
-    fixed = []
-    for part in parts:
-        if glob.has_magic(part):
-            break
-        fixed.append(part)
-    return Path(*fixed) if fixed else Path(".")
-
-
-def recorded_root(out_dir: Path | None) -> str | None:
-    """The scan root an earlier scan into this output folder named its outputs by."""
-    if out_dir is None:
-        return None
-    try:
-        root = json.loads((Path(out_dir) / "summary.json").read_text()).get("root")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return root if isinstance(root, str) and root else None
-
-
-def choose_root(bases: Sequence[str], out_dir: Path | None, root: str | None) -> str:
-    """The scan root: `root` when given (e.g. the photos moved since), else the one this output
-    folder already uses (so a subset gets the names the whole folder got), else the arguments'
-    common folder."""
-    if root is not None:
-        return os.path.abspath(root)
-    recorded = recorded_root(out_dir)
-    if recorded is not None:
-        return recorded
-    if not bases:
-        return os.path.abspath(".")
-    return os.path.commonpath([os.path.abspath(base) for base in bases])
-
-
-def relative_name(path: str, root: str, *, uri: bool = False) -> str:
-    """The input's name below the scan root; ScanUsageError when it lies outside."""
-    if uri:
-        inside = path.startswith(root.rstrip("/") + "/")
-        relative = path[len(root.rstrip("/")) + 1:] if inside else ""
-    else:
-        relative = os.path.relpath(os.path.abspath(path), root)
-        inside = not (relative == ".." or relative.startswith("../") or os.path.isabs(relative))
-        relative = Path(relative).as_posix()
-    if not inside or not relative:
-        raise ScanUsageError(f"{path} lies outside the scan root {root} that this output folder names its "
-                             "outputs by; scan it into another --out, or give --root if the photos moved")
-    return relative
-
-
-def collect_inputs(arguments: Sequence[str], out_dir: Path | None = None,
-                   root: str | None = None) -> tuple[list[ScanInput], str]:
-    """Expand files, folders (recursively, image suffixes only) and globs into unique inputs,
-    named by their path below the scan root (see `choose_root`). Returns the inputs and the root.
-
-    A file named explicitly is always tried, whatever its suffix: the decoder reads the format
-    from the bytes. An argument that matches nothing becomes an input with an error, so it is
-    reported in the summary and the exit status, not silently dropped.
-    """
-    skip = out_dir.resolve() if out_dir is not None else None
-    found: dict[Path, tuple[Path, Path]] = {}   # resolved -> (path as named, base folder)
-    unmatched: list[str] = []
-    missing: list[str] = []   # listed by a manifest, not there
-    for argument in arguments:
-        path = Path(argument).expanduser()
-        absent: list[str] = []
-        if path.is_dir():
-            pairs = [(p, path) for p in _walk(path, skip)]
-        elif path.is_file() and path.suffix.lower() == ".csv":
-            listed = [Path(entry) for entry in manifest_entries(path)]
-            pairs = [(p, path.parent) for p in listed if p.is_file()]
-            absent = [str(p) for p in listed if not p.is_file()]
-        elif path.is_file():
-            pairs = [(path, path.parent)]
-        elif glob.has_magic(argument):
-            base = _glob_base(argument)
-            pairs = []
-            for match in sorted(glob.glob(str(path), recursive=True)):
-                match = Path(match)
-                if match.is_dir():
-                    pairs += [(p, match) for p in _walk(match, skip)]
-                elif match.is_file() and not (skip and match.resolve().is_relative_to(skip)):
-                    pairs.append((match, base))
-        else:
-            pairs = []
-        if not pairs and not absent:
-            unmatched.append(argument)
-        missing += absent
-        for p, base in pairs:
-            found.setdefault(p.resolve(), (p, base))
-
-    # Absolute but not resolved: a symlink inside a scanned folder keeps its place in the mirror.
-    scan_root = choose_root([str(base) for _, base in found.values()], out_dir, root)
-    inputs = sorted((ScanInput(str(p), relative_name(str(p), scan_root)) for p, _ in found.values()),
-                    key=lambda i: i.key)
-    return (inputs + [ScanInput(a, key="", error=f"no image file matches {a!r}") for a in unmatched]
-            + [ScanInput(m, key="", error=f"the manifest lists {m}, which is not a file") for m in missing]), scan_root
-
-
-def manifest_entries(csv_path: Path) -> list[str]:
-    """The inputs a manifest CSV lists: its `path` column (or `image`, as benchmark manifests
-    name it); relative entries are relative to the CSV's folder, URIs are kept as they are."""
-    with open(csv_path, newline="") as f:
-        reader = csv.DictReader(f)
-        column = next((c for c in ("path", "image") if c in (reader.fieldnames or [])), None)
-        if column is None:
-            raise ScanUsageError(f"{csv_path}: a manifest needs a 'path' (or 'image') column")
-        entries = [row[column].strip() for row in reader if (row.get(column) or "").strip()]
-    return [e if _is_uri(e) or os.path.isabs(e) else str(csv_path.parent / e) for e in entries]
-
-
-# ----------------------------------------------------------------------------- analysis backends
-
-
-@dataclass
-class Finding:
-    """One analysed image, whichever backend produced it."""
-
-    heatmap: np.ndarray            # float32 [H, W] in 0..1
-    heatmap_png: bytes             # the heatmap as the service renders it (8-bit greyscale PNG)
-    score: float
-    tampered_fraction: float
-    width: int
-    height: int
-    threshold: float
-    metadata: dict[str, Any]
-    rgb: np.ndarray | None = None  # the decoded photo, when the backend already has it
-
-
-class ScanFailure(Exception):
-    """One image could not be analysed (code and message as the service words them)."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-class Backend(Protocol):
-    model: dict[str, Any]     # {"name", "version", "sha256", "trained", "precision"}
-    warning: str | None       # the model's caveat (untrained, weak budget), printed before scanning
-    description: str
-
-    def analyse(self, items: Sequence[tuple[ScanInput, bytes]]) -> Iterator[tuple[ScanInput, Finding | ScanFailure]]:
-        ...
-
-
-class LocalBackend:
-    """The ONNX model in this process, through the same analysis the HTTP service uses."""
-
-    batch_size = 1   # the engine parallelises one image across every core already
-
-    def __init__(self, settings: Settings):
-        from service.engine import running_manifest
-
-        self.settings = settings
-        # The manifest (sha256-verified) says which model would answer, at the precision the
-        # engine will pick; the ONNX session itself is created only when an image needs it, so a
-        # resumed scan with nothing left is instant.
-        manifest = running_manifest(settings)
-        self.model = manifest.model_info()
-        self.warning = manifest.warning
-        self.description = "local ONNX Runtime"
-        self._engine = None
-
-    @property
-    def engine(self):
-        if self._engine is None:
-            from service.engine import Engine
-
-            self._engine = Engine.from_settings(self.settings)
-            self.description = f"local ONNX Runtime ({self._engine.provider})"
-        return self._engine
-
-    def analyse(self, items):
-        from service.analysis import analyze_bytes
-
-        for item, data in items:
-            try:
-                analysis = analyze_bytes(data, self.engine, self.settings, keep_photo=True)
-            except InputError as exc:
-                yield item, ScanFailure(exc.code, exc.message)
-                continue
-            except Exception as exc:   # one image the model chokes on must not end the scan
-                yield item, ScanFailure("analysis_failed", f"{type(exc).__name__}: {exc}")
-                continue
-            yield item, Finding(
-                heatmap=analysis.heatmap,
-                heatmap_png=heatmap_png(analysis.heatmap),
-                score=round(analysis.score, 6),   # the precision of the HTTP answers
-                tampered_fraction=round(analysis.tampered_fraction, 6),
-                width=analysis.width,
-                height=analysis.height,
-                threshold=analysis.threshold,
-                metadata=analysis.metadata.as_json(),
-                rgb=analysis.rgb,
-            )
-
-    def close(self) -> None:
-        if self._engine is not None:
-            self._engine.close()
-
-
-class ServerBackend:
-    """A running `span serve`: batches of images to POST /v1/scan."""
-
-    def __init__(self, url: str, *, batch_size: int, timeout_s: float):
-        import httpx
-
-        self.url = url.rstrip("/")
-        self.batch_size = batch_size
-        self.client = httpx.Client(base_url=self.url, timeout=httpx.Timeout(timeout_s, connect=10.0))
-        try:
-            response = self.client.get("/v1/model")
-        except httpx.HTTPError as exc:
-            raise ScanFailure("server_unreachable", f"cannot reach {self.url}: {exc}") from None
-        if response.status_code != 200:
-            raise ScanFailure("server_error", f"{self.url}/v1/model answered HTTP {response.status_code}")
-        described = response.json()
-        self.model = {k: described.get(k) for k in ("name", "version", "sha256", "trained", "precision")}
-        self.warning = described.get("warning")
-        self.description = f"server {self.url}"
-
-    def analyse(self, items):
-        yield from self._post(list(items))
-
-    def _post(self, items: list[tuple[ScanInput, bytes]], busy_retries: int = 5):
-        import httpx
-
-        files = [("images", (item.local.name, data, "application/octet-stream")) for item, data in items]
-        try:
-            response = self.client.post("/v1/scan", files=files)
-        except httpx.HTTPError as exc:
-            raise ScanFailure("server_unreachable", f"request to {self.url}/v1/scan failed: {exc}") from None
-        if response.status_code == 413 and len(items) > 1:
-            # Too many images or bytes for one request: split, try the halves, and send smaller
-            # batches from now on rather than being refused again and again.
-            half = len(items) // 2
-            self.batch_size = min(self.batch_size, half)
-            yield from self._post(items[:half])
-            yield from self._post(items[half:])
-            return
-        if response.status_code in (429, 503) and "Retry-After" in response.headers and busy_retries > 0:
-            time.sleep(min(float(response.headers["Retry-After"]), 30.0))   # busy, not broken: wait our turn
-            yield from self._post(items, busy_retries - 1)
-            return
-        body = _json_or_none(response)
-        if response.status_code != 200:
-            error = (body or {}).get("error", {}) if isinstance(body, dict) else {}
-            failure = ScanFailure(error.get("code", f"http_{response.status_code}"),
-                                  error.get("message", f"the server answered HTTP {response.status_code}"))
-            for item, _ in items:
-                yield item, failure
-            return
-        answers = _scan_answers(body)
-        by_index = {answer.get("index", i): answer for i, answer in enumerate(answers)}
-        for index, (item, _) in enumerate(items):
-            answer = by_index.get(index)
-            if answer is None:
-                yield item, ScanFailure("missing_answer", "the server's answer has no entry for this image")
-            elif "error" in answer:
-                yield item, ScanFailure(answer["error"].get("code", "error"), answer["error"].get("message", ""))
-            else:
-                yield item, _finding_from_answer(answer)
-
-    def close(self) -> None:
-        self.client.close()
-
-
-def _json_or_none(response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return None
-
-
-def _scan_answers(body: Any) -> list[dict[str, Any]]:
-    """The item list of a /v1/scan answer (a bare list, or under "results" / "items")."""
-    if isinstance(body, list):
-        return body
-    if isinstance(body, dict):
-        for key in ("results", "items"):
-            if isinstance(body.get(key), list):
-                return body[key]
-    raise ScanFailure("bad_answer", "the server's /v1/scan answer has no list of results")
-
-
-def _finding_from_answer(answer: dict[str, Any]) -> Finding:
-    png = base64.b64decode(answer["heatmap_png_base64"])
-    with Image.open(io.BytesIO(png)) as image:
-        heatmap = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
-    return Finding(
-        heatmap=heatmap,
-        heatmap_png=png,
-        score=float(answer["score"]),
-        tampered_fraction=float(answer["tampered_fraction"]),
-        width=int(answer.get("width", heatmap.shape[1])),
-        height=int(answer.get("height", heatmap.shape[0])),
-        threshold=float(answer.get("threshold", 0.5)),
-        metadata=answer.get("metadata") or {},
-    )
 
 
 # ----------------------------------------------------------------------------- outputs
@@ -523,10 +179,6 @@ def _csv_safe(value: Any) -> Any:
 
 def _counts(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
     return {status: sum(r["status"] == status for r in rows) for status in ("ok", "skipped", "failed")}
-
-
-def _is_uri(path: str) -> bool:
-    return "://" in path
 
 
 def _earlier_rows(out_dir: Path, root: str) -> dict[str, dict[str, Any]]:

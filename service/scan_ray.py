@@ -27,8 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service.scan import (
-    LocalBackend, Outputs, ScanInput, ScanUsageError, _failed, _is_hidden, _is_uri, _now, _stop_on_sigterm, collect_inputs, finish, is_image_name, manifest_entries, record_result, recorded_root,
+from service.scan import Outputs, _failed, _now, _stop_on_sigterm, finish, record_result
+from service.scan_backends import LocalBackend
+from service.scan_inputs import (
+    ScanInput, ScanUsageError, _is_hidden, _is_uri, collect_inputs, is_image_name, manifest_entries, recorded_root,
 )
 from service.scan_status import ScanExit
 from service.settings import Settings

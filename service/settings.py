@@ -110,8 +110,10 @@ class Settings(BaseSettings):
     )
 
     # --- answers ---------------------------------------------------------------------------
-    threshold: float = Field(
-        0.5, ge=0.0, le=1.0, description="Decision threshold: a pixel counts as tampered at or above it."
+    threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="Decision threshold: a pixel counts as tampered at or above it. "
+        "Default: the model's operating point from its manifest (chosen on synthetic validation "
+        "forgeries at training time), 0.5 for a model without one."
     )
 
     # --- connections (slow and idle clients) ------------------------------------------------

@@ -1,9 +1,9 @@
-"""Fixtures shared by the suite. Helpers live in tests/support.py."""
+"""Fixtures shared by the suite. Helpers live in spancore/testing.py (shared with bench/)."""
 from __future__ import annotations
 
 import pytest
 
-from support import EXIF_SAMPLES, TEST_SERVER_ENV, running_server
+from spancore.testing import EXIF_SAMPLES, TEST_SERVER_ENV, running_server
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ what the service may answer:
 Header-patching bombs are small files whose header declares a huge canvas: the service
 must refuse them from the header, before decoding a pixel. "Within-limit" bombs are
 small files that really decompress to many pixels, just under the pixel limit: the
-service may decode them, and the memory they take is what tests/test_hostile_inputs.py
+service may decode them, and the memory they take is what tests/e2e/test_hostile_inputs.py
 bounds.
 """
 from __future__ import annotations

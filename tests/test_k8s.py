@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from service import cli
+from spancli import main as cli
 from service.app import create_app
 from service.settings import Settings
-from support import ROOT
+from spancore.testing import ROOT
 
 K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = ("cpu", "gpu")

@@ -48,7 +48,7 @@ def test_runtime_dependencies_stay_lean():
         assert heavy not in runtime, f"{heavy} must not be a runtime dependency"
     assert "onnxruntime-gpu" in runtime
     assert "torch==2.13.0" in project["optional-dependencies"]["train"]
-    assert project["scripts"]["span"] == "service.cli:app"
+    assert project["scripts"]["span"] == "spancli.main:app"
 
 
 def test_runtime_install_serves_without_torch(tmp_path):
@@ -61,9 +61,11 @@ def test_runtime_install_serves_without_torch(tmp_path):
     )
     python = venv / "bin" / "python"
     probe = (
-        "import importlib, pkgutil, sys, service\n"
-        "for m in pkgutil.walk_packages(service.__path__, 'service.'):\n"
-        "    importlib.import_module(m.name)\n"
+        "import importlib, pkgutil, sys, service, spancore, spancli\n"
+        "for package in (service, spancore, spancli):\n"
+        "    for m in pkgutil.walk_packages(package.__path__, package.__name__ + '.'):\n"
+        "        if m.name != 'spancli.__main__':\n"
+        "            importlib.import_module(m.name)\n"
         "import importlib.util\n"
         "assert importlib.util.find_spec('torch') is None, 'torch is installed in the runtime venv'\n"
         "assert 'torch' not in sys.modules\n"
@@ -73,3 +75,10 @@ def test_runtime_install_serves_without_torch(tmp_path):
     assert result.returncode == 0, result.stderr
     help_text = subprocess.run([venv / "bin" / "span", "--help"], capture_output=True, text=True, timeout=120)
     assert help_text.returncode == 0, help_text.stderr
+    # The torch-side commands say in one line what to install, instead of a traceback.
+    for command in (["train", "--config", str(ROOT / "models" / "configs" / "cpu-small.json")],
+                    ["export", "--out", str(tmp_path / "never-written")]):
+        refused = subprocess.run([venv / "bin" / "span", *command], capture_output=True, text=True, timeout=120)
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr.strip().splitlines() == [refused.stderr.strip()] and "make install-dev" in refused.stderr
+    assert not (tmp_path / "never-written").exists()

@@ -1,0 +1,171 @@
+"""The API's answers as pydantic models (the OpenAPI schema at /docs), and the request bodies
+and error responses that FastAPI cannot infer from the handlers' signatures."""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from service.decode import ALLOWED_FORMATS
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(examples=["corrupt_image"])
+    message: str = Field(examples=["cannot decode the JPEG pixel data: image file is truncated"])
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class ModelSummary(BaseModel):
+    name: str
+    version: str
+    sha256: str = Field(description="sha256 of the ONNX file that produced this answer")
+    trained: bool
+    precision: str = Field(description="'fp32' (span.onnx) or 'int8' (span.int8.onnx)")
+
+
+class ImageMetadataOut(BaseModel):
+    format: str = Field(description="Detected from the bytes: " + ", ".join(ALLOWED_FORMATS))
+    width: int = Field(description="Displayed width (after EXIF orientation)")
+    height: int
+    original_width: int = Field(description="Width as stored in the file")
+    original_height: int
+    mode: str = Field(description="Pillow mode of the stored pixels (RGB, RGBA, P, I;16, CMYK...)")
+    orientation: int | None = Field(description="EXIF orientation tag 1..8, null when absent")
+    orientation_applied: bool
+    has_alpha: bool = Field(description="Transparent pixels were composited over white")
+    camera: str | None
+    software: str | None
+    captured: str | None = Field(description="EXIF DateTimeOriginal as written by the camera")
+
+
+class LocalizeResult(BaseModel):
+    score: float = Field(ge=0, le=1, description="Image-level score: mean of the top 1% of the map's probabilities")
+    tampered_fraction: float = Field(ge=0, le=1, description="Fraction of pixels with probability >= threshold")
+    threshold: float
+    width: int
+    height: int
+    heatmap_png_base64: str | None = Field(
+        None, description="8-bit grayscale PNG, width x height, white = probability 1"
+    )
+    model: ModelSummary
+    timings_ms: dict[str, float] = Field(description="decode, queue_wait, inference, encode, total")
+    metadata: ImageMetadataOut
+
+    model_config = {
+        "json_schema_extra": {
+            "example": {
+                "score": 0.83,
+                "tampered_fraction": 0.042,
+                "threshold": 0.5,
+                "width": 1024,
+                "height": 768,
+                "heatmap_png_base64": "iVBORw0KGgoAAAANSUhEUgAABAAAAAMACAAAAAB...",
+                "model": {"name": "span", "version": "0.1.0", "sha256": "9f2c...", "trained": False},
+                "timings_ms": {"decode": 3.1, "queue_wait": 0.4, "inference": 812.0, "encode": 4.2, "total": 819.7},
+                "metadata": {
+                    "format": "JPEG", "width": 1024, "height": 768, "original_width": 768,
+                    "original_height": 1024, "mode": "RGB", "orientation": 6, "orientation_applied": True,
+                    "has_alpha": False, "camera": "Canon EOS 40D", "software": "GIMP 2.4.5",
+                    "captured": "2008:05:30 15:56:01",
+                },
+            }
+        }
+    }
+
+
+class ScanItem(BaseModel):
+    index: int
+    filename: str | None
+    score: float | None = None
+    tampered_fraction: float | None = None
+    threshold: float | None = None
+    width: int | None = None
+    height: int | None = None
+    heatmap_png_base64: str | None = None
+    model: ModelSummary | None = None
+    timings_ms: dict[str, float] | None = None
+    metadata: ImageMetadataOut | None = None
+    error: ErrorDetail | None = Field(None, description="Set instead of the result when this image failed")
+
+    model_config = {
+        "json_schema_extra": {
+            "example": {
+                "index": 2,
+                "filename": "x.jpg",
+                "error": {"code": "corrupt_image", "message": "cannot decode the JPEG pixel data: image file is truncated"},
+            }
+        }
+    }
+
+
+class ModelDescription(BaseModel):
+    name: str
+    version: str
+    sha256: str
+    trained: bool
+    status: str = Field(description="Says loudly when the weights are untrained")
+    provider: str = Field(description="ONNX Runtime execution provider actually in use")
+    providers_in_use: list[str]
+    providers_configured: list[str]
+    input: dict[str, Any]
+    output: dict[str, Any]
+    architecture: dict[str, Any]
+    produced_by: dict[str, Any]
+    scores: dict[str, Any]
+    large_image_policy: str
+    threshold: float = Field(description="The decision threshold in use: SPAN_THRESHOLD, else the model's operating point")
+    operating_threshold: float | None = Field(None, description="The model's own operating point (chosen on synthetic "
+                                              "validation forgeries at training time), None if it has none")
+    cues: dict[str, Any] | None = Field(None, description="The fixed forensic cues the model takes beside the image "
+                                        "(spancore.cues: name, version, channels), None for an image-only model")
+    warning: str | None = Field(None, description="Read before trusting a map: set while the model is "
+                                "untrained, or when its makers attached a caveat (e.g. a weak training budget)")
+    training: dict[str, Any] = Field(default_factory=dict, description="How the weights were trained")
+    precision: str = Field(description="'fp32' (span.onnx) or 'int8' (span.int8.onnx), see SPAN_PRECISION")
+    int8_gate: str = Field(description="Whether the int8 variant passed its accuracy gate, from the manifest's scores")
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    413: {"model": ErrorBody, "description": "Upload, pixel count or batch too large"},
+    415: {"model": ErrorBody, "description": "Not a supported image format (read from the bytes)"},
+    422: {"model": ErrorBody, "description": "Corrupt or truncated image, or a malformed request"},
+    503: {"model": ErrorBody, "description": "Queue full, warming up or shutting down; see Retry-After"},
+    504: {"model": ErrorBody, "description": "No heatmap within the request timeout"},
+}
+
+IMAGE_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "One image as multipart field `image`, or the raw image as the body. "
+        "The format is read from the bytes; the file name and Content-Type are ignored.",
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"image": {"type": "string", "format": "binary"}},
+                    "required": ["image"],
+                }
+            },
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+SCAN_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"images": {"type": "array", "items": {"type": "string", "format": "binary"}}},
+                    "required": ["images"],
+                }
+            }
+        },
+    }
+}

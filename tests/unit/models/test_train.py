@@ -1,0 +1,248 @@
+"""Training: both stages run and learn on CPU, a resumed run continues (and ends) exactly
+where an unbroken one does, and Featex stays frozen in stage 2."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from models import synthesis  # noqa: E402
+from models.span import Span  # noqa: E402
+from models.train import (  # noqa: E402
+    ManipulationClassifier,
+    TrainConfig,
+    he_init,
+    localisation_loss,
+    train,
+)
+
+# A network small enough for a few CPU steps in seconds, on the real synthesised data.
+TINY_SPAN = {
+    "preset": "slim",
+    "featex_blocks": [[8], [8], [16], [16], [16]],
+    "featex_pool": [True, True, False, False, False],
+    "featex_dim": 16, "grid": [24, 24], "attention_dim": 8, "dilations": [1, 3], "head_widths": [8, 4],
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: on a shared 2-core machine two threads spin-wait each other
+    and tiny steps run 10-100x slower (measured)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_config(tmp_path, name="tiny", **overrides) -> TrainConfig:
+    data = {
+        "name": name, "runs_dir": str(tmp_path), "num_workers": 0, "amp": "off", "threads": 1,
+        "checkpoint_minutes": 100,
+        "span": TINY_SPAN,
+        "stage1": {"steps": 3, "batch_size": 2, "patch": 48, "log_every": 1, "warmup_steps": 1, "val_samples": 6},
+        "stage2": {"steps": 3, "batch_size": 2, "patch": 48, "log_every": 1, "warmup_steps": 1,
+                   "val_every": 3, "val_samples": 3},
+        **overrides,
+    }
+    return TrainConfig.from_dict(data)
+
+
+def read_log(run_dir):
+    return [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+
+
+def test_config_rejects_unknown_settings(tmp_path):
+    with pytest.raises(ValueError, match="stage2"):
+        tiny_config(tmp_path, stage2={"stpes": 3})
+    with pytest.raises(ValueError):
+        tiny_config(tmp_path, lr=1.0)
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).parents[3] / "models" / "configs").glob("*.json"))
+    assert {c.stem for c in configs} >= {"cpu-small", "gpu-full"}
+    for path in configs:
+        config = TrainConfig.load(path)
+        assert config.name == path.stem
+        config.span_config()  # a valid architecture
+
+
+def _overfit(model, params, batch_loss, steps=25, lr=3e-3):
+    optimizer = torch.optim.AdamW(params, lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss = batch_loss()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+def test_both_stages_overfit_a_fixed_batch(tmp_path):
+    torch.manual_seed(0)
+    span = Span(tiny_config(tmp_path).span_config())
+
+    patches = synthesis.ManipulationTypeDataset("val", size=48, seed=1)
+    images = torch.stack([patches[i][0] for i in range(4)])
+    labels = torch.tensor([patches[i][1] for i in range(4)])
+    classifier = ManipulationClassifier(span.featex, len(synthesis.STAGE1_CLASSES))
+    losses = _overfit(classifier, classifier.parameters(),
+                      lambda: torch.nn.functional.cross_entropy(classifier(images), labels))
+    assert all(map(torch.isfinite, torch.tensor(losses)))
+    assert losses[-1] < 0.5 * losses[0], losses
+
+    forgeries = synthesis.ForgeryDataset("val", size=48, seed=2, kind_weights={"splice": 1.0})
+    images = torch.stack([forgeries[i][0] for i in range(2)])
+    masks = torch.stack([forgeries[i][1] for i in range(2)])
+    span.freeze_featex()
+    losses = _overfit(span, span.trainable_parameters(),
+                      lambda: localisation_loss(span.grid_logits(images), masks, 0.5)[0])
+    assert all(map(torch.isfinite, torch.tensor(losses)))
+    assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_featex_is_frozen_in_stage2_and_the_rest_learns(tmp_path):
+    config = tiny_config(tmp_path)
+    final = train(config)
+    run_dir = tmp_path / "tiny"
+    assert final == run_dir / "final.pt"
+    torch.manual_seed(config.seed)
+    fresh = Span(config.span_config())
+    he_init(fresh.featex)  # exactly what train() starts from
+    initial = fresh.state_dict()
+    stage1 = torch.load(run_dir / "featex.pt", weights_only=True)["state_dict"]
+    shipped = torch.load(final, weights_only=False)
+    weights = shipped["state_dict"]
+    assert shipped["trained"] is True and shipped["config"] == config.span_config().to_dict()
+    for key, value in stage1.items():
+        assert torch.equal(weights[f"featex.{key}"], value), f"featex.{key} moved in stage 2"
+    assert any(not torch.equal(stage1[k], initial[f"featex.{k}"]) for k in stage1), "stage 1 trained nothing"
+    rest = [k for k in weights if not k.startswith("featex.") and weights[k].is_floating_point()]
+    assert any(not torch.equal(weights[k], initial[k]) for k in rest), "stage 2 trained nothing"
+    assert Span.from_checkpoint(final).config == config.span_config()  # what `span export` reads
+
+    log = read_log(run_dir)
+    validations = [r for r in log if r.get("event") == "validation" and r["stage"] == 2]
+    assert validations and 0.0 <= validations[-1]["val_pixel_auc_pooled"] <= 1.0
+    (stage1,) = [r for r in log if r.get("event") == "validation" and r["stage"] == 1]
+    assert 0.0 <= stage1["val_accuracy"] <= 1.0 and stage1["val_accuracy_by_class"]
+    assert (run_dir / "stage1-classifier.pt").exists()
+    assert all(r["loss"] == r["loss"] for r in log if "loss" in r)  # finite, never NaN
+    assert (run_dir / "loss.png").stat().st_size > 0
+
+
+def test_init_checkpoint_continues_stage2_from_an_earlier_run(tmp_path):
+    first = train(tiny_config(tmp_path, name="first"))
+    earlier = torch.load(first, weights_only=False)["state_dict"]
+    config = tiny_config(tmp_path, name="continued", seed=1, init_checkpoint=str(first), stage1={"steps": 1000})
+    final = train(config)
+    log = read_log(tmp_path / "continued")
+    assert not any(r.get("stage") == 1 for r in log)  # no stage 1 at all
+    (started,) = [r for r in log if r.get("event") == "initialised"]
+    assert started["path"] == str(first)
+    validations = [r for r in log if r.get("event") == "validation"]
+    assert validations[0]["step"] == 0 and validations[0]["best"]  # the starting weights are the bar to beat
+    weights = torch.load(final, weights_only=False)["state_dict"]
+    assert all(torch.equal(weights[k], v) for k, v in earlier.items() if k.startswith("featex."))
+    moved = any(not torch.equal(weights[k], earlier[k]) for k in weights if not k.startswith("featex."))
+    kept_start = torch.load(final, weights_only=False)["step"] == 0
+    assert moved or kept_start  # either training beat the start, or the start was kept as best
+    other = tiny_config(tmp_path, name="other", init_checkpoint=str(first), span={**TINY_SPAN, "attention_dim": 4})
+    with pytest.raises(ValueError, match="different architecture"):
+        train(other)
+
+
+def test_resume_continues_from_the_saved_step(tmp_path):
+    unbroken = train(tiny_config(tmp_path, name="unbroken"))
+
+    config = tiny_config(tmp_path, name="broken")
+    assert train(config, max_minutes=0) is None  # stops right after its first step
+    ckpt = torch.load(tmp_path / "broken" / "ckpt.pt", weights_only=False)
+    assert (ckpt["stage"], ckpt["step"]) == (1, 1)
+    with pytest.raises(FileExistsError):
+        train(config)  # never silently restarts over an existing run
+    assert train(config, resume=True, max_minutes=0) is None
+    final = train(config, resume=True)
+
+    log = read_log(tmp_path / "broken")
+    starts = [r["resume_from"] for r in log if r.get("event") == "start"]
+    assert starts == [None, {"stage": 1, "step": 1}, {"stage": 1, "step": 2}]
+    stage1_steps = [r["step"] for r in log if r.get("stage") == 1 and "loss" in r]
+    assert stage1_steps == [1, 2, 3]  # no step done twice, none skipped
+    a = torch.load(unbroken, weights_only=False)["state_dict"]
+    b = torch.load(final, weights_only=False)["state_dict"]
+    assert a.keys() == b.keys()
+    for key in a:  # same data, same optimiser state: the same weights
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+
+
+def test_time_budget_ends_a_stage_early(tmp_path):
+    config = tiny_config(tmp_path, stage1={"steps": 1000, "minutes": 1e-6, "batch_size": 2, "patch": 48,
+                                           "val_samples": 0})
+    config.stage2.steps = 1
+    assert train(config) is not None
+    stage1 = [r for r in read_log(tmp_path / "tiny") if r.get("stage") == 1 and "loss" in r]
+    assert [r["step"] for r in stage1] == [1]  # the budget, not the 1000 steps, ended it
+    assert (tmp_path / "tiny" / "featex.pt").exists()  # and stage 2 went on from there
+
+
+def test_span_train_command_stops_and_resumes(tmp_path):
+    from typer.testing import CliRunner
+
+    from spancli.main import TRAIN_UNFINISHED, app
+
+    config = tiny_config(tmp_path, name="cli").to_dict()
+    path = tmp_path / "cli.json"
+    path.write_text(json.dumps(config))
+    runner = CliRunner()
+    stopped = runner.invoke(app, ["train", "--config", str(path), "--max-minutes", "0"])
+    assert stopped.exit_code == TRAIN_UNFINISHED, stopped.output
+    again = runner.invoke(app, ["train", "--config", str(path)])
+    assert again.exit_code == 2 and "--resume" in again.output
+    done = runner.invoke(app, ["train", "--config", str(path), "--resume"])
+    assert done.exit_code == 0, done.output
+    assert (tmp_path / "cli" / "final.pt").exists()
+
+
+def test_calibration_centres_and_scales_featex(tmp_path):
+    from models.train import calibrate_featex
+
+    torch.manual_seed(0)
+    span = Span(tiny_config(tmp_path).span_config())
+    patches = synthesis.ManipulationTypeDataset("val", size=48, seed=3)
+    images = torch.stack([patches[i][0] for i in range(6)])
+    calibrate_featex(span.featex, images)
+    with torch.no_grad():
+        h = span.featex.blocks(span.featex.forensic(images))
+        out = span.featex.transform(h)
+    assert torch.allclose(out.mean(dim=(0, 2, 3)), torch.zeros(out.shape[1]), atol=1e-4)
+    assert torch.allclose(out.std(dim=(0, 2, 3)), torch.ones(out.shape[1]), atol=1e-3)
+
+
+def test_validation_scores_the_shipped_map_the_right_way_round(tmp_path):
+    """An oracle whose grid logits are the (downsampled) truth scores ~1, its negation ~0."""
+    from models.train import Run, evaluate_localisation, grid_target
+
+    run = Run(tiny_config(tmp_path), resume=False)
+    forgeries = synthesis.ForgeryDataset("val", size=64, seed=4, kind_weights={"splice": 1.0, "pristine": 1.0})
+    items = [forgeries[i] for i in range(8)]
+    assert {k for _, _, k in items} == {synthesis.KINDS.index("splice"), synthesis.KINDS.index("pristine")}
+    images, masks = torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items])
+    span = Span(tiny_config(tmp_path).span_config())
+    for sign, low, high in ((1.0, 0.9, 1.0), (-1.0, 0.0, 0.1)):
+        def oracle(x, cues=None, _sign=sign):
+            index = [int(torch.nonzero((images == x[k]).all(dim=(1, 2, 3)))[0]) for k in range(len(x))]
+            return _sign * 20 * (grid_target(masks[index], span.config.grid) - 0.5)
+
+        span.featex = torch.nn.Identity()  # the oracle reads the images themselves
+        span.logits_from_features = oracle
+        metrics = evaluate_localisation(span, images, masks, run, batch_size=4)
+        assert low <= metrics["val_pixel_auc"] <= high, metrics
+        if sign > 0:  # the top 1% of a forged image's map is its forged region, of a pristine one nothing
+            assert metrics["val_image_auc"] >= 0.9, metrics
