@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from spancli import main as cli
-from service.app import create_app
+from service.routes import health
 from service.settings import Settings
 from spancore.testing import ROOT
 
@@ -99,6 +99,11 @@ def test_overlay_builds_and_validates(overlay):
     assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
 
 
+def _health_routes() -> dict[str, str]:
+    """The probe routes by endpoint name, from the service's health router."""
+    return {route.name: route.path for route in health.router.routes}
+
+
 def _container(documents: list[dict]) -> dict:
     [container] = one(documents, "Deployment")["spec"]["template"]["spec"]["containers"]
     return container
@@ -129,8 +134,8 @@ def test_probes_port_and_drain_match_the_service(overlay, monkeypatch):
     container = _container(documents)
     settings = _settings_in(container, monkeypatch)
 
-    # Probe paths are the service's own routes (by endpoint name, from the app's route table).
-    routes = {route.name: route.path for route in create_app(settings).routes if hasattr(route, "path")}
+    # Probe paths are the service's own routes (by endpoint name, from its health router).
+    routes = _health_routes()
     assert container["startupProbe"]["httpGet"]["path"] == routes["ready"]   # warmed up = ready
     assert container["readinessProbe"]["httpGet"]["path"] == routes["ready"]
     assert container["livenessProbe"]["httpGet"]["path"] == routes["live"]
@@ -187,7 +192,7 @@ def test_scaled_compose_profile_balances_health_checked_replicas():
     upstreams = re.search(r"reverse_proxy ([^{]+)\{", caddyfile).group(1).split()
     port = inspect.signature(cli.serve).parameters["port"].default.default
     assert upstreams == [f"{name}:{port}" for name in replicas]
-    routes = {route.name: route.path for route in create_app(Settings()).routes if hasattr(route, "path")}
+    routes = _health_routes()
     assert re.search(r"^\s*health_uri (\S+)$", caddyfile, re.M).group(1) == routes["ready"]
     for name in replicas:   # each replica keeps the stop grace and its own container health check
         assert compose[name]["stop_grace_period"] and routes["ready"] in " ".join(compose[name]["healthcheck"]["test"])
