@@ -210,5 +210,3 @@ def _finding_from_answer(answer: dict[str, Any]) -> Finding:
         threshold=float(answer.get("threshold", 0.5)),
         metadata=answer.get("metadata") or {},
     )
-
-

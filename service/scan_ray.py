@@ -289,7 +289,7 @@ def ray_scan(sources: list[str], out_dir: Path, options: RayOptions, *, overlay_
                                       override_num_blocks=blocks)
         dataset = dataset.map_batches(read_files, batch_size=None, num_cpus=0)   # I/O: no core of its own
         # Ray Data's actor pools restart a dead actor and retry its batch (max_restarts and
-        # max_task_retries default to -1 there); tests/unit/service/test_scan_ray.py kills one to check.
+        # max_task_retries default to -1 there); tests/e2e/test_scan_ray.py kills one to check.
         dataset = dataset.map_batches(
             Analyser, batch_size=ANALYSE_BATCH, compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=threads, num_gpus=gpus,
