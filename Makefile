@@ -13,10 +13,10 @@ $(VENV)/.runtime: pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -e .
 	touch $@
 
-# Runtime + training/export (torch==2.13.0 CPU) + test tools.
+# Runtime + training/export (torch==2.13.0 CPU) + Ray (span scan --ray) + test tools.
 $(VENV)/.dev: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[train,dev]"
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[train,ray,dev]"
 	touch $(VENV)/.runtime $@
 
 install: $(VENV)/.runtime

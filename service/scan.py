@@ -7,8 +7,10 @@ record exists, names the same input bytes (sha256) and the same model (ONNX sha2
 outputs are still there; it reads the score back from the record, so the summary of a resumed
 scan still lists every image with its numbers. Failed images get no record and are tried again.
 
-Outputs mirror the inputs' folders below their common base, so `a/x.jpg` and `b/x.jpg` do not
-collide; files that differ only by extension (`x.jpg`, `x.png`) get the extension in the name.
+Outputs are named by the input's path relative to the scan root (service/scan_inputs.py), so a
+file gets the same name whichever subset of the folder is scanned. summary.csv/json cover the whole
+output folder: a scan merges its rows into the existing summary by that name, never dropping the
+rows of files it did not touch. Exit statuses come from one table, service/scan_status.py.
 
 The local ONNX engine is used by default; `--server URL` sends batches to a running server's
 POST /v1/scan instead (halving a batch the server finds too large). Either way the same decoder
@@ -35,13 +37,15 @@ from PIL import Image
 from service.decode import InputError, decode_image
 from service.render import heatmap_png
 from service.scan_backends import Backend, Finding, LocalBackend, ScanFailure, ServerBackend
-from service.scan_inputs import ScanInput, collect_inputs
+from service.scan_inputs import ScanInput, ScanUsageError, _is_uri, collect_inputs
+from service.scan_status import ScanExit
 from service.settings import Settings
 from spancore.weights import ManifestError, sha256_file
+
 RECORD_SUFFIX = ".result.json"
 RECORD_VERSION = 1
 SUMMARY_FIELDS = (
-    "path", "status", "score", "tampered_fraction", "width", "height",
+    "path", "name", "status", "score", "tampered_fraction", "width", "height",
     "heatmap", "overlay", "error_code", "error_message",
 )
 
@@ -66,7 +70,7 @@ class Outcome:
 
     def row(self) -> dict[str, Any]:
         return {
-            "path": str(self.item.path), "status": self.status, "score": self.score,
+            "path": self.item.path, "name": self.item.key or None, "status": self.status, "score": self.score,
             "tampered_fraction": self.tampered_fraction, "width": self.width, "height": self.height,
             "heatmap": self.heatmap, "overlay": self.overlay,
             "error_code": self.error_code, "error_message": self.error_message,
@@ -124,7 +128,7 @@ class Outputs:
             _write_atomic(overlay_path, buffer.getvalue())
         record = {
             "record_version": RECORD_VERSION,
-            "input": str(item.path),
+            "input": item.path,
             "input_sha256": input_sha256,
             "model": model,
             "score": finding.score,
@@ -172,27 +176,58 @@ def _csv_safe(value: Any) -> Any:
     return value
 
 
-def write_summary(out_dir: Path, outcomes: Sequence[Outcome], *, model: dict[str, Any] | None,
-                  backend: str, started: str, interrupted: bool = False) -> tuple[Path, Path]:
-    counts = {status: sum(o.status == status for o in outcomes) for status in ("ok", "skipped", "failed")}
+def _counts(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
+    return {status: sum(r["status"] == status for r in rows) for status in ("ok", "skipped", "failed")}
+
+
+def _earlier_rows(out_dir: Path, root: str) -> dict[str, dict[str, Any]]:
+    """The rows of the summary already in `out_dir`, by name, whose input still exists below the
+    root (a photo deleted since has no row to keep; inputs behind URIs are kept unchecked)."""
+    try:
+        items = json.loads((out_dir / "summary.json").read_text()).get("items", [])
+    except (OSError, ValueError, AttributeError):
+        return {}
+    kept = {}
+    for row in items if isinstance(items, list) else []:
+        name = row.get("name") if isinstance(row, dict) else None
+        if name and (_is_uri(root) or os.path.exists(os.path.join(root, name))):
+            kept[name] = {field: row.get(field) for field in SUMMARY_FIELDS}
+    return kept
+
+
+def write_summary(out_dir: Path, rows: Sequence[dict[str, Any]], *, root: str, model: dict[str, Any] | None,
+                  backend: str, started: str, interrupted: bool = False) -> tuple[Path, Path, dict[str, int]]:
+    """Merge this run's rows into the output folder's summary (by name) and write it as JSON and
+    CSV. Returns both paths and this run's counts; the file's `counts` cover every row in it."""
+    merged = _earlier_rows(out_dir, root)
+    unnamed = []
+    for row in rows:
+        if row.get("name"):
+            merged[row["name"]] = row
+        else:
+            unnamed.append(row)   # an argument that matched nothing: reported by this run only
+    items = [merged[name] for name in sorted(merged)] + unnamed
+    run_counts = _counts(rows)
     summary = {
         "started": started,
         "finished": _now(),
         "interrupted": interrupted,
         "backend": backend,
+        "root": root,
         "model": model,
-        "counts": counts,
-        "items": [o.row() for o in outcomes],
+        "counts": _counts(items),
+        "this_run": run_counts,
+        "items": items,
     }
     json_path, csv_path = out_dir / "summary.json", out_dir / "summary.csv"
     _write_atomic(json_path, json.dumps(summary, indent=2).encode())
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=SUMMARY_FIELDS, lineterminator="\n")
     writer.writeheader()
-    for outcome in outcomes:
-        writer.writerow({k: _csv_safe(v) for k, v in outcome.row().items()})
+    for row in items:
+        writer.writerow({k: _csv_safe(row.get(k)) for k in SUMMARY_FIELDS})
     _write_atomic(csv_path, text.getvalue().encode())
-    return csv_path, json_path
+    return csv_path, json_path, run_counts
 
 
 # ----------------------------------------------------------------------------- the scan
@@ -230,7 +265,7 @@ def run_scan(
             outcomes[item] = _failed(item, "not_found", item.error)
             continue
         try:
-            digests[item] = sha256_file(item.path)
+            digests[item] = sha256_file(item.local)
         except OSError as exc:
             outcomes[item] = _failed(item, "unreadable", f"cannot read {item.path}: {exc.strerror or exc}")
             continue
@@ -261,23 +296,28 @@ def run_scan(
             loaded = []
             for item in batch:
                 try:
-                    loaded.append((item, item.path.read_bytes()))
+                    loaded.append((item, item.local.read_bytes()))
                 except OSError as exc:
                     report(_failed(item, "unreadable", f"cannot read {item.path}: {exc.strerror or exc}"))
             for item, result in backend.analyse(loaded):
-                if isinstance(result, ScanFailure):
-                    report(_failed(item, result.code, result.message))
-                    continue
-                try:
-                    rgb = result.rgb if result.rgb is not None else _decode_for_overlay(item, settings)
-                    report(outputs.write(item, result, rgb, digests[item], backend.model))
-                except InputError as exc:
-                    report(_failed(item, exc.code, exc.message))
-                except OSError as exc:
-                    report(_failed(item, "write_failed", f"cannot write outputs: {exc}"))
+                report(record_result(item, result, outputs, digests[item], backend.model, settings))
     finally:
         bar.close()
     return [outcomes[item] for item in inputs if item in outcomes]
+
+
+def record_result(item: ScanInput, result: Finding | ScanFailure, outputs: Outputs, input_sha256: str,
+                  model: dict[str, Any], settings: Settings) -> Outcome:
+    """Write one analysed image's outputs (or say why it failed): its summary row."""
+    if isinstance(result, ScanFailure):
+        return _failed(item, result.code, result.message)
+    try:
+        rgb = result.rgb if result.rgb is not None else _decode_for_overlay(item, settings)
+        return outputs.write(item, result, rgb, input_sha256, model)
+    except InputError as exc:
+        return _failed(item, exc.code, exc.message)
+    except OSError as exc:
+        return _failed(item, "write_failed", f"cannot write outputs: {exc}")
 
 
 def _stop_on_sigterm():
@@ -293,7 +333,7 @@ def _stop_on_sigterm():
 
 
 def _decode_for_overlay(item: ScanInput, settings: Settings) -> np.ndarray:
-    return decode_image(item.path.read_bytes(), max_pixels=settings.max_pixels, min_side=1).rgb
+    return decode_image(item.local.read_bytes(), max_pixels=settings.max_pixels, min_side=1).rgb
 
 
 def scan(
@@ -305,20 +345,24 @@ def scan(
     batch_size: int = 8,
     overlay_format: str = "jpg",
     overwrite: bool = False,
+    root: str | None = None,
     timeout_s: float = 600.0,
     settings: Settings | None = None,
     progress: bool | None = None,
 ) -> int:
-    """The whole `span scan`: returns the exit status (0 all analysed or skipped, 1 anything failed,
-    2 nothing to scan, 130 interrupted)."""
+    """The whole `span scan`: returns the exit status (service.scan_status.ScanExit)."""
     from service.settings import get_settings
 
     settings = settings or get_settings()
     out_dir = Path(out_dir)
-    inputs = collect_inputs(paths, out_dir)
+    try:
+        inputs, scan_root = collect_inputs(paths, out_dir, root)
+    except ScanUsageError as exc:
+        print(f"span scan: {exc}", file=sys.stderr)
+        return ScanExit.USAGE
     if not any(item.error is None for item in inputs):
         print("span scan: no image files found in " + ", ".join(map(repr, paths)), file=sys.stderr)
-        return 2
+        return ScanExit.USAGE
     out_dir.mkdir(parents=True, exist_ok=True)
     started = _now()
     try:
@@ -326,10 +370,10 @@ def scan(
                             else LocalBackend(settings))
     except ScanFailure as exc:
         print(f"span scan: {exc.message}", file=sys.stderr)
-        return 1
+        return ScanExit.FAILED
     except ManifestError as exc:
         print(f"span scan: cannot use the local model: {exc}", file=sys.stderr)
-        return 1
+        return ScanExit.FAILED
     if backend.warning:
         print(f"span scan: WARNING: {backend.warning}", file=sys.stderr)
     finished: dict[ScanInput, Outcome] = {}
@@ -348,14 +392,19 @@ def scan(
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
         backend.close()
-    # Input order; after an interruption, only the images that were dealt with.
-    outcomes = [finished[item] for item in inputs if item in finished]
-    csv_path, json_path = write_summary(out_dir, outcomes, model=backend.model, backend=backend.description,
-                                        started=started, interrupted=interrupted)
-    counts = {s: sum(o.status == s for o in outcomes) for s in ("ok", "skipped", "failed")}
-    print(f"{len(inputs)} input(s): {counts['ok']} analysed, {counts['skipped']} already done, "
-          f"{counts['failed']} failed. Summary: {csv_path} and {json_path}", file=sys.stderr)
-    if counts["failed"] or lost_server:
-        return 1
-    return 130 if interrupted else 0
+    # After an interruption, only the images that were dealt with.
+    rows = [finished[item].row() for item in inputs if item in finished]
+    return finish(out_dir, rows, root=scan_root, model=backend.model, backend=backend.description,
+                  started=started, interrupted=interrupted, lost=lost_server, inputs=len(inputs))
 
+
+def finish(out_dir: Path, rows: Sequence[dict[str, Any]], *, root: str, model: dict[str, Any] | None, backend: str,
+           started: str, interrupted: bool, lost: bool, inputs: int) -> int:
+    """Write the merged summary, print the run's counts, and return the exit status."""
+    csv_path, json_path, counts = write_summary(out_dir, rows, root=root, model=model, backend=backend,
+                                                started=started, interrupted=interrupted)
+    print(f"{inputs} input(s): {counts['ok']} analysed, {counts['skipped']} already done, "
+          f"{counts['failed']} failed. Summary: {csv_path} and {json_path}", file=sys.stderr)
+    if counts["failed"] or lost:
+        return ScanExit.FAILED
+    return ScanExit.INTERRUPTED if interrupted else ScanExit.OK

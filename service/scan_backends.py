@@ -138,7 +138,7 @@ class ServerBackend:
     def _post(self, items: list[tuple[ScanInput, bytes]], busy_retries: int = 5):
         import httpx
 
-        files = [("images", (item.path.name, data, "application/octet-stream")) for item, data in items]
+        files = [("images", (item.local.name, data, "application/octet-stream")) for item, data in items]
         try:
             response = self.client.post("/v1/scan", files=files)
         except httpx.HTTPError as exc:
@@ -210,5 +210,3 @@ def _finding_from_answer(answer: dict[str, Any]) -> Finding:
         threshold=float(answer.get("threshold", 0.5)),
         metadata=answer.get("metadata") or {},
     )
-
-

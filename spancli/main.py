@@ -4,11 +4,32 @@ so `span serve`, `span scan` and `span evaluate` work in a runtime-only install;
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import typer
 
-app = typer.Typer(
+from service.scan_status import exit_status_help  # a plain table: the help text needs it at import
+
+
+def ray_address_optional(argv: list[str]) -> list[str]:
+    """`span scan ... --ray` alone means `--ray local` (a local Ray instance). Typer cannot make an
+    option's value optional, so the command line gets the word before it is parsed."""
+    argv = list(argv)
+    for index, token in enumerate(argv):
+        if token == "--ray" and (index + 1 == len(argv) or argv[index + 1].startswith("-")):
+            argv.insert(index + 1, "local")
+    return argv
+
+
+class _Span(typer.Typer):
+    def __call__(self, *args, **kwargs):
+        if not args and "args" not in kwargs:
+            kwargs["args"] = ray_address_optional(sys.argv[1:])
+        return super().__call__(*args, **kwargs)
+
+
+app = _Span(
     help="SPAN image manipulation localization: serve, scan, evaluate, export, train, bench.",
     no_args_is_help=True,
     add_completion=False,
@@ -123,7 +144,9 @@ def evaluate(
         typer.echo(f"recorded under scores.{report_scores_key(report, record)} in {recorded}")
 
 
-@app.command()
+@app.command(help="Analyse files, folders and globs: a heatmap and an overlay per image, one summary. Resumable.\n\n"
+             "Outputs are named by each input's path below the scan root, the same whichever subset is "
+             "scanned, and the summary of an output folder gathers every scan into it.\n\n" + exit_status_help())
 def scan(
     paths: list[str] = typer.Argument(..., help="Image files, folders (searched recursively) and globs, e.g. 'case-12/**/*.jpg'."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the heatmaps, overlays, summary.csv and summary.json."),
@@ -133,17 +156,33 @@ def scan(
     batch_size: int = typer.Option(8, min=1, help="With --server: images per request (halved when the server says too large)."),
     overlay_format: str = typer.Option("jpg", help="Overlay file format: jpg (small) or png (lossless)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Analyse again even images an earlier run finished."),
+    root: str = typer.Option(None, help="Name outputs by the inputs' paths below this folder [default: the one this "
+                             "--out already uses, else the arguments' common folder]."),
+    ray: str = typer.Option(None, "--ray", metavar="[ADDRESS]",
+                            help="Run on a Ray cluster (needs the 'ray' extra; make install-dev installs it): --ray alone (or --ray local) "
+                            "starts a local Ray instance; --ray auto or --ray ray://head:10001 joins one. PATHS may then also be URIs "
+                            "(s3://bucket/case/) and --out must be a folder every node can reach."),
+    actors: int = typer.Option(None, min=1, help="With --ray: ONNX Runtime actors [default: one per GPU, else "
+                               "the cluster's CPUs / --threads-per-actor]."),
+    threads_per_actor: int = typer.Option(None, min=1, help="With --ray: ORT threads (and CPUs reserved) per actor "
+                                          "[default: 2, 1 on one-core nodes]."),
+    gpus_per_actor: float = typer.Option(None, min=0.0, help="With --ray: GPUs per actor [default: 1 when the "
+                                         "cluster has GPUs, else 0]."),
 ) -> None:
-    """Analyse files, folders and globs: a heatmap and an overlay per image, one summary. Resumable.
-
-    Exit status: 0 when every image was analysed (or done by an earlier run), 1 when any failed.
-    """
-    from service.scan import scan as run_scan
-
     if overlay_format not in ("jpg", "png"):
         raise typer.BadParameter("choose jpg or png", param_hint="--overlay-format")
+    if ray is not None:
+        if server:
+            raise typer.BadParameter("choose --ray or --server", param_hint="--ray")
+        from service.scan_ray import RayOptions, ray_scan
+
+        options = RayOptions(address=ray, actors=actors,
+                             threads_per_actor=threads_per_actor, gpus_per_actor=gpus_per_actor)
+        raise typer.Exit(ray_scan(paths, out, options, overlay_format=overlay_format, overwrite=overwrite, root=root))
+    from service.scan import scan as run_scan
+
     raise typer.Exit(run_scan(paths, out, server=server, api_key=api_key, batch_size=batch_size,
-                              overlay_format=overlay_format, overwrite=overwrite))
+                              overlay_format=overlay_format, overwrite=overwrite, root=root))
 
 
 @app.command()

@@ -24,7 +24,8 @@ from spancore.scoring import image_score
 from spancli.main import app
 from service.decode import decode_image
 from spancore.weights import sha256_file
-from service.scan import Outputs, collect_inputs
+from service.scan import Outputs
+from service.scan_inputs import collect_inputs
 from service.settings import get_settings
 from spancore.testing import EXIF_SAMPLES, ROOT
 
@@ -98,8 +99,8 @@ def test_first_scan_writes_a_heatmap_overlay_and_summary_row_per_photo(first_sca
     for name in GOOD:
         item = items[name]
         assert item["status"] == "ok"
-        stem = Path(name).with_suffix("").as_posix()  # outputs mirror the input folders
-        assert item["heatmap"] == f"{stem}.heatmap.png" and item["overlay"] == f"{stem}.overlay.jpg"
+        assert item["name"] == name  # outputs are named by the path below the scanned folder
+        assert item["heatmap"] == f"{name}.heatmap.png" and item["overlay"] == f"{name}.overlay.jpg"
         photo = decode_image((folder / name).read_bytes(), max_pixels=10**8)
         heatmap = np.asarray(Image.open(out / item["heatmap"]))
         overlay = Image.open(out / item["overlay"])
@@ -109,13 +110,13 @@ def test_first_scan_writes_a_heatmap_overlay_and_summary_row_per_photo(first_sca
         # The summary's numbers are those of the map that was written (8-bit rounding aside).
         assert item["score"] == pytest.approx(image_score(heatmap / 255.0), abs=1 / 255)
         assert item["tampered_fraction"] == pytest.approx(float(np.mean(heatmap >= 128)), abs=0.02)
-        record = json.loads((out / f"{stem}.result.json").read_text())
+        record = json.loads((out / f"{name}.result.json").read_text())
         assert record["model"]["sha256"] == _running_model_sha256()
         assert record["score"] == item["score"]
 
     # Two photos named Canon_40D.jpg in different folders: two different heatmaps.
-    a = np.asarray(Image.open(out / "Canon_40D.heatmap.png"))
-    b = np.asarray(Image.open(out / "nested/deeper/Canon_40D.heatmap.png"))
+    a = np.asarray(Image.open(out / "Canon_40D.jpg.heatmap.png"))
+    b = np.asarray(Image.open(out / "nested/deeper/Canon_40D.jpg.heatmap.png"))
     assert a.shape != b.shape
     counts = json.loads((out / "summary.json").read_text())["counts"]
     assert counts == {"ok": 3, "skipped": 0, "failed": 1}
@@ -127,7 +128,7 @@ def test_second_run_skips_finished_photos_and_still_lists_them(first_scan, tmp_p
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
     first_items = summary(out)
 
-    again = scan(folder, "--out", out)
+    again = scan(folder, "--out", out, "--root", folder)  # the copies moved the photos: say where they are
     assert again.exit_code == 1  # broken.jpg is tried again and fails again
     items = summary(out)
     assert {n: items[n]["status"] for n in GOOD} == dict.fromkeys(GOOD, "skipped")
@@ -136,7 +137,7 @@ def test_second_run_skips_finished_photos_and_still_lists_them(first_scan, tmp_p
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.png")} == before  # nothing rewritten
 
     (folder / "broken.jpg").unlink()
-    clean = scan(folder, "--out", out)
+    clean = scan(folder, "--out", out)  # the root is now recorded in the copied summary
     assert clean.exit_code == 0, clean.output
     assert json.loads((out / "summary.json").read_text())["counts"] == {"ok": 0, "skipped": 3, "failed": 0}
 
@@ -146,18 +147,18 @@ def test_interrupted_or_changed_work_is_redone(first_scan, tmp_path):
     folder, out = _copy(folder, tmp_path / "photos"), _copy(out, tmp_path / "out")
     (folder / "broken.jpg").unlink()
     # Killed after the heatmap and overlay, before the record: not finished.
-    (out / "Nikon_D70.result.json").unlink()
+    (out / "Nikon_D70.jpg.result.json").unlink()
     # A photo replaced by another under the same name: its old heatmap is not its heatmap.
     shutil.copy(EXIF / "Canon_40D.jpg", folder / "nested/deeper/Canon_40D.jpg")
 
-    result = scan(folder, "--out", out)
+    result = scan(folder, "--out", out, "--root", folder)
     assert result.exit_code == 0, result.output
     items = summary(out)
     assert {n: items[n]["status"] for n in GOOD} == {
         "Canon_40D.jpg": "skipped", "Nikon_D70.jpg": "ok", "nested/deeper/Canon_40D.jpg": "ok"}
-    replaced = np.asarray(Image.open(out / "nested/deeper/Canon_40D.heatmap.png"))
+    replaced = np.asarray(Image.open(out / "nested/deeper/Canon_40D.jpg.heatmap.png"))
     assert replaced.shape == (68, 100)  # now the Canon photo's size, not the Fujifilm's
-    assert (out / "Nikon_D70.result.json").is_file()
+    assert (out / "Nikon_D70.jpg.result.json").is_file()
 
 
 def test_sigterm_stops_after_the_current_photo_and_writes_the_summary(tmp_path):
@@ -200,7 +201,7 @@ def _running_model_sha256() -> str:
 def test_outputs_of_another_model_are_stale(first_scan):
     _, folder, out, _ = first_scan
     outputs = Outputs(out, "jpg")
-    item = next(i for i in collect_inputs([str(folder)], out) if i.key == "Nikon_D70")
+    item = next(i for i in collect_inputs([str(folder)], out)[0] if i.key == "Nikon_D70.jpg")
     digest = sha256_file(item.path)
     model = _running_model_sha256()
     assert outputs.finished(item, digest, model).status == "skipped"
@@ -217,13 +218,14 @@ def test_inputs_from_files_folders_and_globs(tmp_path):
     (out / "old").mkdir(parents=True)
     shutil.copy(EXIF / "Canon_40D.jpg", out / "old" / "x.overlay.jpg")
 
-    keys = {i.key: i for i in collect_inputs([str(folder)], out)}
-    assert sorted(keys) == sorted(["Canon_40D", "Nikon_D70_jpg", "Nikon_D70_png", "broken",
-                                   "nested/deeper/Canon_40D"])  # nothing from results/, .hidden, notes.txt
+    inputs, root = collect_inputs([str(folder)], out)
+    assert root == str(folder.absolute())
+    assert [i.key for i in inputs] == sorted(["Canon_40D.jpg", "Nikon_D70.jpg", "Nikon_D70.PNG", "broken.jpg",
+                                              "nested/deeper/Canon_40D.jpg"])  # nothing from results/, .hidden, notes.txt
 
-    globbed = collect_inputs([f"{folder}/**/Canon_*.jpg", str(odd), str(tmp_path / "missing.jpg"),
-                              f"{folder}/*.nothing"], out)
-    found = {i.path.resolve(): i for i in globbed if i.error is None}
+    globbed, _ = collect_inputs([f"{folder}/**/Canon_*.jpg", str(odd), str(tmp_path / "missing.jpg"),
+                                 f"{folder}/*.nothing"], out)
+    found = {i.local.resolve(): i for i in globbed if i.error is None}
     assert set(found) == {(folder / "Canon_40D.jpg").resolve(), (folder / "nested/deeper/Canon_40D.jpg").resolve(),
                           odd.resolve()}
     assert len({i.key for i in found.values()}) == 3
@@ -271,3 +273,57 @@ def test_unreachable_server_fails_clearly(tmp_path):
 def _copy(source: Path, target: Path) -> Path:
     shutil.copytree(source, target)
     return target
+
+
+def test_a_subset_gets_the_names_the_folder_got_and_merges_into_its_summary(first_scan, tmp_path):
+    _, folder, first_out, _ = first_scan
+    out = _copy(first_out, tmp_path / "out")
+    before = summary(out)
+
+    # One file, named on its own, into the folder's output: same name, so it is already done.
+    one = scan(folder / "nested" / "deeper" / "Canon_40D.jpg", "--out", out)
+    assert one.exit_code == 0, one.output   # broken.jpg failed earlier, but was not part of this run
+    after = summary(out)
+    assert sorted(after) == sorted(before)   # no row lost
+    assert after["nested/deeper/Canon_40D.jpg"]["status"] == "skipped"
+    assert after["nested/deeper/Canon_40D.jpg"]["name"] == "nested/deeper/Canon_40D.jpg"
+    for name in ("Canon_40D.jpg", "Nikon_D70.jpg", "broken.jpg"):   # untouched rows kept as they were
+        assert after[name] == before[name]
+    written = json.loads((out / "summary.json").read_text())
+    assert written["this_run"] == {"ok": 0, "skipped": 1, "failed": 0}
+    assert written["counts"] == {"ok": 2, "skipped": 1, "failed": 1}
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.heatmap.png")) == sorted(
+        f"{n}.heatmap.png" for n in GOOD)   # nothing analysed again under another name
+
+    # A subfolder, forced to analyse again: its row is replaced, the others stay.
+    sub = scan(folder / "nested", "--out", out, "--overwrite")
+    assert sub.exit_code == 0, sub.output
+    again = summary(out)
+    assert sorted(again) == sorted(before) and again["nested/deeper/Canon_40D.jpg"]["status"] == "ok"
+    assert again["nested/deeper/Canon_40D.jpg"]["score"] == before["nested/deeper/Canon_40D.jpg"]["score"]
+
+    # A photo outside the folder this output is named by: a usage error, nothing written.
+    outside = scan(EXIF / "Canon_40D.jpg", "--out", out)
+    assert outside.exit_code == 2 and "outside the scan root" in outside.output
+    assert summary(out) == again
+
+
+def test_names_do_not_depend_on_the_neighbours(tmp_path):
+    folder = tmp_path / "case"
+    (folder / "gps").mkdir(parents=True)
+    shutil.copy(EXIF / "Canon_40D.jpg", folder / "gps" / "DSCN0010.jpg")
+    shutil.copy(EXIF / "Nikon_D70.jpg", folder / "gps" / "DSCN0010.png")   # same stem, beside it
+    whole, root = collect_inputs([str(folder)])
+    assert [i.key for i in whole] == ["gps/DSCN0010.jpg", "gps/DSCN0010.png"]
+    alone, _ = collect_inputs([str(folder / "gps" / "DSCN0010.jpg")], root=root)
+    assert [i.key for i in alone] == ["gps/DSCN0010.jpg"]
+
+
+def test_exit_statuses_have_one_source():
+    from service.scan_status import MEANINGS, ScanExit, exit_status_markdown
+
+    assert [int(c) for c in ScanExit] == [0, 1, 2, 130]
+    shown = " ".join(runner.invoke(app, ["scan", "--help"], terminal_width=400).output.split())
+    for code in ScanExit:
+        assert f"{int(code)} {MEANINGS[code]}" in shown
+    assert exit_status_markdown() in (ROOT / "README.md").read_text()
