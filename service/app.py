@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import metrics
 from service.analysis import Analysis, PixelBudget, analyze_bytes_async
+from service.analyze_route import add_analyze_route
 from service.decode import ALLOWED_FORMATS, InputError
 from service.engine import Engine, EngineError, EngineStopped, InferenceTimeout, Overloaded
 from service.render import heatmap_png, overlay_jpeg
@@ -335,7 +336,7 @@ class _HttpMiddleware:
             self.body_bytes_in_flight -= received["bytes"]
             label = getattr(scope.get("route"), "path", None)
             if label is None:  # refused before routing (Content-Length over the limit)
-                label = scope["path"] if scope["path"] in ("/v1/localize", "/v1/scan") else "unmatched"
+                label = scope["path"] if scope["path"] in ("/v1/localize", "/v1/scan", "/v1/analyze") else "unmatched"
             label = label or "/"
             metrics.IN_FLIGHT.dec()
             metrics.REQUESTS.labels(route=label, method=scope["method"], status=str(status["code"])).inc()
@@ -451,6 +452,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.add_middleware(_HttpMiddleware, service=service)
     _add_error_handlers(app, settings)
     _add_routes(app, service)
+    add_analyze_route(app, service, _read_one_image, _ERRORS, _IMAGE_BODY)
     if (STATIC_DIR / "index.html").is_file():
         app.router.routes.append(_PageMount("/", app=StaticFiles(directory=STATIC_DIR, html=True), name="static"))
     return app

@@ -34,6 +34,10 @@ BATCH_SIZE = Histogram("span_batch_size", "Inputs per ONNX Runtime call", bucket
 IMAGES = Counter(
     "span_images_processed_total", "Images through /v1/localize and /v1/scan, by outcome", ["outcome", "code"]
 )
+LAYER_SECONDS = Histogram(
+    "span_layer_duration_seconds", "Time one forensic layer took on one image (POST /v1/analyze)", ["layer"],
+    buckets=_LATENCY_BUCKETS,
+)
 MODEL_INFO = Info("span_model", "The model being served")
 READY = Gauge("span_ready", "1 when /health/ready answers 200")
 
