@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from service.decode import read_exif_basics
 from service.layers.base import LayerResult, NotApplicable, Photo, expand_blocks, grey
 
 NAME = "jpeg"
@@ -79,15 +80,17 @@ def table_fingerprint(tables: dict[int, list[int]]) -> str:
     return "|".join(",".join(str(int(v)) for v in tables[k]) for k in sorted(tables)[:2])
 
 
-def read_tables(data: bytes) -> dict[int, list[int]]:
+def read_tables(data: bytes) -> tuple[dict[int, list[int]], str | None]:
+    """(quantisation tables, the camera the EXIF names or None)."""
     try:
         with Image.open(io.BytesIO(data), formats=("JPEG",)) as image:
             tables = dict(getattr(image, "quantization", None) or {})
+            camera = read_exif_basics(image)[1]
     except Exception as error:  # noqa: BLE001 - not a JPEG, or a broken one: the layer does not apply
         raise NotApplicable(f"not a JPEG file ({type(error).__name__}); the other layers still apply") from None
     if 0 not in tables:
         raise NotApplicable("the JPEG holds no luminance quantisation table")
-    return tables
+    return tables, camera
 
 
 def boundary_profile(luma: np.ndarray, axis: int) -> np.ndarray:
@@ -133,8 +136,8 @@ def grid_map(luma: np.ndarray, region: int = GRID_REGION) -> tuple[np.ndarray, t
     return expand_blocks(scores, region, luma.shape), photo_grid, misaligned / max(counted, 1)
 
 
-def analyse(photo: Photo, camera: str | None = None) -> LayerResult:
-    tables = read_tables(photo.data)
+def analyse(photo: Photo) -> LayerResult:
+    tables, camera = read_tables(photo.data)
     quality = implied_quality(tables)
     fingerprint = table_fingerprint(tables)
     cameras = known_cameras().get(fingerprint, [])
@@ -160,6 +163,7 @@ def analyse(photo: Photo, camera: str | None = None) -> LayerResult:
         "table_error": quality["mean_abs_error"],
         "encoder": encoder,
         "matching_cameras": cameras,
+        "exif_camera": camera,
         "warnings": warnings,
         "grid": {"readable": strength >= GRID_MIN_STRENGTH, "column_phase": column_phase, "row_phase": row_phase, "strength": round(strength, 4),
                  "aligned": column_phase == 7 and row_phase == 7,
