@@ -366,6 +366,13 @@ def method_report(results: Sequence[ImageResult], method: str, threshold: float)
         name: summarize([result for result in results if result.row.dataset == name], method, threshold)
         for name in datasets
     }
+    # Which kind of forgery a method sees: splice, copy-move... per dataset ("casia2/copy-move").
+    kinds = sorted({(result.row.dataset, result.row.kind) for result in results})
+    report["by_kind"] = {
+        f"{dataset}/{kind}": summarize([r for r in results if (r.row.dataset, r.row.kind) == (dataset, kind)],
+                                       method, threshold)
+        for dataset, kind in kinds
+    }
     return report
 
 
@@ -554,6 +561,31 @@ def format_summary(report: Mapping[str, Any], *, out: Path | None = None, grid: 
 # `span evaluate`: the shipped model through the service's own engine, decoder and score
 # --------------------------------------------------------------------------------------
 
+def layer_methods(names: Sequence[str]) -> dict[str, Predict]:
+    """The forensic layers' maps as methods scored on the same rows (`span evaluate --layers`).
+
+    Each map is computed from the decoded pixels alone, as the layer computes it for a photo
+    (the JPEG layer's map is its misaligned-grid map, which reads no file structure), so a
+    layer that needs the file's bytes to apply still has a map for every row."""
+    from service.layers import PIXEL_LAYERS, Photo, copy_move, jpeg_ghost, jpeg_structure, noise_level
+    from service.layers.base import grey
+
+    def of(analyse: Callable) -> Predict:
+        return lambda rgb: analyse(Photo(data=b"", rgb=rgb, format="pixels")).heatmap
+
+    available: dict[str, Predict] = {
+        "ghost": of(jpeg_ghost.analyse),
+        "noise": of(noise_level.analyse),
+        "jpeg": lambda rgb: jpeg_structure.grid_map(grey(rgb))[0],
+        "copymove": of(copy_move.analyse),
+    }
+    unknown = [name for name in names if name not in PIXEL_LAYERS]
+    if unknown:
+        raise EvaluationError(f"not a pixel layer: {', '.join(unknown)}; choose from {', '.join(PIXEL_LAYERS)}")
+    # "ela" is already scored, as the ELA baseline: the layer runs the same recipe.
+    return {name: available[name] for name in names if name != "ela"}
+
+
 def run(
     manifest: str | Path,
     *,
@@ -565,8 +597,10 @@ def run(
     strict: bool = False,
     progress: bool = True,
     settings: Any = None,
+    layers: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Evaluate the model in `settings.model_dir` and the baselines on a benchmark manifest; return the report."""
+    """Evaluate the model in `settings.model_dir` and the baselines on a benchmark manifest; return the report.
+    layers: forensic layers (service/layers/) scored as further methods on the same rows."""
     from service.analysis import image_score
     from service.decode import InputError, decode_image
     from service.engine import Engine, EngineError
@@ -585,6 +619,7 @@ def run(
         except InputError as error:
             raise RowError(f"{error.message}: {path}") from error
 
+    extra_methods = layer_methods(layers)
     started = time.perf_counter()
     try:
         engine = Engine.from_settings(settings)
@@ -594,7 +629,7 @@ def run(
     try:
         results, skipped, warnings = evaluate_rows(
             selected, load_image=load_image, image_score=image_score, threshold=threshold,
-            methods={"span": engine.predict, "constant": constant_map, "ela": ela_map},
+            methods={"span": engine.predict, "constant": constant_map, "ela": ela_map, **extra_methods},
             grid=grid, strict=strict, progress=progress,
         )
     finally:
@@ -609,6 +644,7 @@ def run(
             "threshold": threshold, "limit": limit, "strict": strict, "manifest_rows": len(rows),
             "ela": {"jpeg_quality": ELA_QUALITY, "box_radius": ELA_BOX_RADIUS, "normalisation": "per-image maximum"},
             "constant": {"level": CONSTANT_LEVEL},
+            "layers": list(extra_methods),
             "engine": json.loads(settings.model_dump_json()),
         },
     )

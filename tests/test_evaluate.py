@@ -439,3 +439,24 @@ def test_recorded_scores_land_in_the_manifest_of_the_weights_evaluated_only(tmp_
     refused = _span(str(synthetic), "--record", "a@int8", "--no-progress", env={"SPAN_MODEL_DIR": str(weights)})
     assert refused.returncode == 2 and "reserved" in refused.stderr
     assert "bench" in load_manifest(weights).scores  # earlier records are kept
+
+
+@pytest.mark.skipif(not DEV_MANIFEST.is_file(), reason="shared dev benchmark not present")
+def test_cli_scores_forensic_layers_as_methods_on_the_same_rows(tmp_path):
+    """Two NoSo copy-move rows of the dev benchmark: the copy-move layer finds the copied regions
+    (pixel AUC well above the constant's 0.5), and every layer asked for is a method of the report."""
+    rows = [row for row in read_benchmark_manifest(DEV_MANIFEST) if row.id in ("noso__06_mod", "noso__02_mod")]
+    manifest = _write_manifest(tmp_path / "copymove.csv", [
+        _row(row.id, str(row.image), str(row.mask), dataset=row.dataset, kind=row.kind) for row in rows])
+    out = tmp_path / "layers.json"
+    done = _span(str(manifest), "--layers", "copymove,noise", "--out", str(out), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert set(report["results"]) == {"span", "constant", "ela", "copymove", "noise"}
+    assert report["settings"]["layers"] == ["copymove", "noise"]
+    copymove = report["results"]["copymove"]
+    assert copymove["n_pixel_images"] == 2 and copymove["pixel_auc"] > 0.65
+    assert copymove["by_kind"]["noso/copy-move"]["pixel_auc"] == copymove["pixel_auc"]
+    assert "copymove" in done.stdout
+    refused = _span(str(manifest), "--layers", "metadata", "--no-progress", timeout=60)
+    assert refused.returncode == 2 and "not a pixel layer" in refused.stderr
