@@ -52,8 +52,13 @@ def export_onnx(model: Span, path: str | Path, *, opset: int = OPSET) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
-    example = torch.rand(1, 3, 64, 48) * 255.0
+    example: tuple[torch.Tensor, ...] = (torch.rand(1, 3, 64, 48) * 255.0,)
     axes = {0: "batch", 2: "height", 3: "width"}
+    inputs, dynamic = ["image"], {"image": axes, "heatmap": axes}
+    if model.config.cue_channels:  # second input: spancore.cues, one value per 8x8 block
+        example += (torch.randn(1, model.config.cue_channels, 8, 6),)
+        inputs.append("cues")
+        dynamic["cues"] = {0: "batch", 2: "block_rows", 3: "block_columns"}
     with torch.no_grad(), warnings.catch_warnings():
         # The tracer flags the working grid's size as a constant: it is one, by design.
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
@@ -61,13 +66,13 @@ def export_onnx(model: Span, path: str | Path, *, opset: int = OPSET) -> Path:
         warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
         torch.onnx.export(
             model,
-            (example,),
+            example,
             str(path),
             dynamo=False,
             opset_version=opset,
-            input_names=["image"],
+            input_names=inputs,
             output_names=["heatmap"],
-            dynamic_axes={"image": axes, "heatmap": axes},
+            dynamic_axes=dynamic,
             do_constant_folding=True,
         )
     # The tracer cannot see through the final resize that the channel axis is 1; the
@@ -129,9 +134,14 @@ def onnx_parity(
     model = model.eval()
     for batch, height, width in shapes:
         image = torch.rand(batch, 3, height, width, generator=generator) * 255.0
+        feeds = {"image": image.numpy()}
+        cues = None
+        if model.config.cue_channels:
+            cues = torch.randn(batch, model.config.cue_channels, -(-height // 8), -(-width // 8), generator=generator)
+            feeds["cues"] = cues.numpy()
         with torch.no_grad():
-            expected = model(image).numpy()
-        (got,) = session.run(["heatmap"], {"image": image.numpy()})
+            expected = model(image, cues).numpy()
+        (got,) = session.run(["heatmap"], feeds)
         if got.shape != expected.shape:
             raise ParityError(f"shape {got.shape} from ONNX Runtime, {expected.shape} from torch")
         diff = float(np.abs(got - expected).max())

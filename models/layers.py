@@ -205,6 +205,9 @@ class OutlierTransform(nn.Module):
         return out / norm
 
 
+_EXCLUDED = 1e4  # subtracted from an excluded neighbour's logit: exp() of it is 0 in fp32 and bf16
+
+
 def _neighbour_offsets(dilation: int) -> list[tuple[int, int]]:
     """The 9 offsets of a dilated 3x3 neighbourhood in row-major order (neighbour n)."""
     return [(dy * dilation, dx * dilation) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
@@ -244,10 +247,16 @@ class PixelAttention(nn.Module):
       while in torch the depthwise convs are 1.6x slower than the free views).
     """
 
-    def __init__(self, dim: int = 32, dilation: int = 1):
+    def __init__(self, dim: int = 32, dilation: int = 1, *, edges: str = "zero"):
         super().__init__()
+        if edges not in ("zero", "exclude"):
+            raise ValueError(f"edges must be 'zero' (the reference) or 'exclude', not {edges!r}")
         self.dim = dim
         self.dilation = dilation
+        # "zero": the reference, an out-of-image neighbour keeps logit 0 and value 0, so near the
+        # border part of the softmax mass goes to nothing and the output is pulled towards 0 (dark
+        # map borders). "exclude": such a neighbour gets no weight at all.
+        self.edges = edges
         self.query = nn.Conv2d(dim, dim, 1, bias=False)
         self.key = nn.Conv2d(dim, 9 * dim, 1, bias=False)
         self.value = nn.Conv2d(dim, 9 * dim, 1, bias=False)
@@ -293,6 +302,11 @@ class PixelAttention(nn.Module):
             ],
             dim=1,
         )
+        if self.edges == "exclude":
+            inside = F.pad(x.new_ones(1, 1, *x.shape[-2:]), (d, d, d, d))
+            h, w = x.shape[-2:]
+            valid = torch.cat([inside[:, :, d + oy : d + oy + h, d + ox : d + ox + w] for oy, ox in offsets], dim=1)
+            logits = logits + (valid - 1.0) * _EXCLUDED
         weights = torch.softmax(logits, dim=1)
         out = x
         for n, (oy, ox) in enumerate(offsets):
@@ -309,6 +323,10 @@ class PixelAttention(nn.Module):
             [F.conv2d(F.conv2d(x, key_on_query[n, :, :, None, None]) * neighbours[n], dot_and_scale) for n in range(9)],
             dim=1,
         )
+        if self.edges == "exclude":
+            ones = torch.ones_like(x[:, :1])
+            valid = torch.cat([F.conv2d(ones, self.shift[n][:1], padding=d, dilation=d) for n in range(9)], dim=1)
+            logits = logits + (valid - 1.0) * _EXCLUDED
         # Softmax over the 9 written out: ORT's Softmax over axis 1 of NCHW transposes twice
         # (4.5 ms per block at 224x224); these elementwise ops take 0.5 ms.
         exp = torch.exp(logits - logits.amax(dim=1, keepdim=True))
@@ -339,6 +357,8 @@ def pixel_attention_reference(x: torch.Tensor, block: PixelAttention) -> torch.T
         ms.append(mask[:, :, ys, xs])
     ks, vs, ms = torch.stack(ks, 1), torch.stack(vs, 1), torch.stack(ms, 1)  # N,9,C,H,W
     logits = (q.unsqueeze(1) * ks).sum(dim=2, keepdim=True) * ms / 8.0
+    if block.edges == "exclude":  # out-of-image neighbours take no part in the softmax
+        logits = logits.masked_fill(ms == 0, float("-inf"))
     weights = torch.softmax(logits, dim=1)
     return x + (weights * vs).sum(dim=1)
 
@@ -346,14 +366,14 @@ def pixel_attention_reference(x: torch.Tensor, block: PixelAttention) -> torch.T
 class AttentionFeedForward(nn.Module):
     """The residual feed-forward after each attention: 3x3 convs D->D->2D->D, ReLU between."""
 
-    def __init__(self, dim: int = 32):
+    def __init__(self, dim: int = 32, *, padding_mode: str = "zeros"):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(dim, dim, 3, padding=1),
+            nn.Conv2d(dim, dim, 3, padding=1, padding_mode=padding_mode),
             nn.ReLU(),
-            nn.Conv2d(dim, 2 * dim, 3, padding=1),
+            nn.Conv2d(dim, 2 * dim, 3, padding=1, padding_mode=padding_mode),
             nn.ReLU(),
-            nn.Conv2d(2 * dim, dim, 3, padding=1),
+            nn.Conv2d(2 * dim, dim, 3, padding=1, padding_mode=padding_mode),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

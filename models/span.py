@@ -54,10 +54,23 @@ class SpanConfig:
     attention_dim: int = 32
     dilations: tuple[int, ...] = (1, 3, 9, 27, 81)
     head_widths: tuple[int, ...] = (32, 16, 8, 4)  # 32 -> 32 -> 16 -> 8 -> 4 -> 1
+    # Fixed forensic cues (spancore.cues, one value per 8x8 block, the model's second input):
+    # how many channels; 0 = none (the reference). A 1x1 MLP maps them onto the attention
+    # width and adds them to the outlier transform's output on the working grid.
+    cue_channels: int = 0
+    use_featex: bool = True  # False: the cues alone feed the attention (an ablation)
+    # Image borders: "zero" = the reference (out-of-image attention neighbours keep logit 0,
+    # feed-forward and head convs zero-pad); "exclude" = such neighbours get no attention
+    # weight and the convs replicate the edge (no darkening towards the border).
+    edges: str = "zero"
 
     def __post_init__(self) -> None:
         if len(self.featex_pool) != len(self.featex_blocks):
             raise ValueError("featex_pool needs one flag per Featex block")
+        if self.edges not in ("zero", "exclude"):
+            raise ValueError(f"edges must be 'zero' or 'exclude', not {self.edges!r}")
+        if not self.use_featex and not self.cue_channels:
+            raise ValueError("use_featex=False needs cue_channels > 0: the network would see nothing")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -90,6 +103,8 @@ class SpanConfig:
         return 2 ** sum(self.featex_pool)
 
 
+SLIM_BLOCKS: tuple[tuple[int, ...], ...] = ((16,), (32, 32), (64, 64, 64), (128, 128, 128), (128, 128))
+
 PRESETS: dict[str, SpanConfig] = {
     # The paper's layout: full resolution everywhere, ~3.7 M multiply-adds per pixel.
     "reference": SpanConfig(),
@@ -98,8 +113,16 @@ PRESETS: dict[str, SpanConfig] = {
     # "pooled" at half width (same 1/4 stride, same 256-d features): ~1/3.4 of its cost.
     "slim": SpanConfig(
         name="slim",
-        featex_blocks=((16,), (32, 32), (64, 64, 64), (128, 128, 128), (128, 128)),
+        featex_blocks=SLIM_BLOCKS,
         featex_pool=(True, True, False, False, False),
+    ),
+    # "slim" + the fixed forensic cues (spancore.cues) + borders that do not darken.
+    "cues": SpanConfig(
+        name="cues",
+        featex_blocks=SLIM_BLOCKS,
+        featex_pool=(True, True, False, False, False),
+        cue_channels=8,
+        edges="exclude",
     ),
 }
 
@@ -157,37 +180,50 @@ class Span(nn.Module):
         self.featex = Featex(config)
         d = config.attention_dim
         self.outlier = OutlierTransform(config.featex_dim, d)
-        self.attention = nn.ModuleList(PixelAttention(d, dilation) for dilation in config.dilations)
-        self.feed_forward = nn.ModuleList(AttentionFeedForward(d) for _ in config.dilations)
+        if config.cue_channels:
+            self.cue_transform = nn.Sequential(
+                nn.Conv2d(config.cue_channels, d, 1), nn.ReLU(inplace=True), nn.Conv2d(d, d, 1))
+        padding_mode = "replicate" if config.edges == "exclude" else "zeros"
+        self.attention = nn.ModuleList(PixelAttention(d, dilation, edges=config.edges) for dilation in config.dilations)
+        self.feed_forward = nn.ModuleList(AttentionFeedForward(d, padding_mode=padding_mode) for _ in config.dilations)
         head: list[nn.Module] = []
         width = d
         for out in config.head_widths:
-            head += [nn.Conv2d(width, out, 5, padding=2), nn.ReLU(inplace=True)]
+            head += [nn.Conv2d(width, out, 5, padding=2, padding_mode=padding_mode), nn.ReLU(inplace=True)]
             width = out
-        head.append(nn.Conv2d(width, 1, 5, padding=2))
+        head.append(nn.Conv2d(width, 1, 5, padding=2, padding_mode=padding_mode))
         self.head = nn.Sequential(*head)
 
-    def grid_logits(self, image: torch.Tensor) -> torch.Tensor:
+    def grid_logits(self, image: torch.Tensor, cues: torch.Tensor | None = None) -> torch.Tensor:
         """Pre-sigmoid logits on the working grid, N x 1 x grid_h x grid_w (for losses)."""
         # The same as logits_from_features(featex(image)) up to float rounding: Featex's L2
         # normalisation is applied to the outlier transform's 32 outputs (OutlierTransform.forward).
-        return self._attend(self.outlier(self.featex(image, normalise=False), normalise=True))
+        if not self.config.use_featex:
+            return self._attend(None, cues)
+        return self._attend(self.outlier(self.featex(image, normalise=False), normalise=True), cues)
 
-    def logits_from_features(self, features: torch.Tensor) -> torch.Tensor:
+    def logits_from_features(self, features: torch.Tensor | None, cues: torch.Tensor | None = None) -> torch.Tensor:
         """Everything after Featex: ``grid_logits`` from Featex's (unit-norm) output."""
-        return self._attend(self.outlier(features))
+        return self._attend(None if features is None or not self.config.use_featex else self.outlier(features), cues)
 
-    def _attend(self, x: torch.Tensor) -> torch.Tensor:
+    def _attend(self, x: torch.Tensor | None, cues: torch.Tensor | None) -> torch.Tensor:
         # Outlier transform (1x1, linear) and bilinear resize commute; transforming first
         # resizes 32 channels instead of 256 (the same result up to float rounding).
-        x = tf1_bilinear_resize(x, self.config.grid)
+        if x is not None:
+            x = tf1_bilinear_resize(x, self.config.grid)
+        if self.config.cue_channels:
+            if cues is None:
+                raise ValueError("this model needs its cues input (spancore.cues.compute_cues)")
+            cue_features = self.cue_transform(tf1_bilinear_resize(cues.float(), self.config.grid).to(
+                cues.dtype if x is None else x.dtype))
+            x = cue_features if x is None else x + cue_features
         for attention, feed_forward in zip(self.attention, self.feed_forward):
             x = feed_forward(attention(x))
         return self.head(x)
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, cues: torch.Tensor | None = None) -> torch.Tensor:
         shape = torch._shape_as_tensor(image)
-        heatmap = torch.sigmoid(self.grid_logits(image))
+        heatmap = torch.sigmoid(self.grid_logits(image, cues))
         return tf1_bilinear_resize(heatmap, (shape[2], shape[3]))
 
     # -- training helpers ---------------------------------------------------------------

@@ -72,6 +72,8 @@ class Stage2Settings(StageSettings):
     val_samples: int = 64
     val_patch: int | None = None    # default: the training patch
     kind_weights: dict[str, float] | None = None  # default: synthesis.DEFAULT_KIND_WEIGHTS
+    recipe: dict[str, Any] | None = None  # synthesis.Recipe fields (default: the original stream)
+    pos_weight: float = 1.0         # BCE weight of manipulated pixels (they are the minority)
 
 
 @dataclass
@@ -184,12 +186,14 @@ def grid_target(mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(mask, size=grid, mode="bilinear", align_corners=False)
 
 
-def localisation_loss(logits: torch.Tensor, mask: torch.Tensor, dice_weight: float) -> tuple[torch.Tensor, dict]:
+def localisation_loss(logits: torch.Tensor, mask: torch.Tensor, dice_weight: float,
+                      pos_weight: float = 1.0) -> tuple[torch.Tensor, dict]:
     """Pixel BCE plus batch-level soft Dice, on the working grid (where the head decides).
     Dice over the whole batch, not per image, so pristine (empty) masks do not blow it up."""
     logits = logits.float()
     target = grid_target(mask, tuple(logits.shape[-2:]))
-    bce = F.binary_cross_entropy_with_logits(logits, target)
+    weight = None if pos_weight == 1.0 else torch.tensor(pos_weight, device=logits.device)
+    bce = F.binary_cross_entropy_with_logits(logits, target, pos_weight=weight)
     prob = torch.sigmoid(logits)
     dice = 1 - (2 * (prob * target).sum() + 1) / (prob.sum() + target.sum() + 1)
     return bce + dice_weight * dice, {"bce": bce.item(), "dice": dice.item()}
@@ -423,18 +427,29 @@ def evaluate_classification(classifier: ManipulationClassifier, run: Run, s: Sta
     return {"val_accuracy": float((labels == predictions).mean()), "val_accuracy_by_class": per_class}
 
 
-def validation_set(run: Run, span_config: SpanConfig) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+def forgery_dataset(run: Run, span_config: SpanConfig, split: str, size: int, length: int,
+                    seed: int) -> synthesis.ForgeryDataset:
     s = run.config.stage2
-    dataset = synthesis.ForgeryDataset("val", size=s.val_patch or s.patch, length=s.val_samples,
-                                       seed=10_000 + run.config.seed, kind_weights=s.kind_weights,
-                                       data_dir=_data_dir(run.config))
+    return synthesis.ForgeryDataset(split, size=size, length=length, seed=seed, kind_weights=s.kind_weights,
+                                    data_dir=_data_dir(run.config), recipe=synthesis.Recipe(**(s.recipe or {})),
+                                    cues=span_config.cue_channels > 0)
+
+
+def validation_set(run: Run, span_config: SpanConfig) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor,
+                                                               list[int]]:
+    """(images, cues or None, masks, kinds) of the BSDS-val forgeries."""
+    s = run.config.stage2
+    dataset = forgery_dataset(run, span_config, "val", s.val_patch or s.patch, s.val_samples,
+                              10_000 + run.config.seed)
     items = [dataset[i] for i in range(s.val_samples)]
-    return torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items]), [i[2] for i in items]
+    cues = torch.stack([i[1] for i in items]) if dataset.cues else None
+    return (torch.stack([i[0] for i in items]), cues, torch.stack([i[-2] for i in items]),
+            [i[-1] for i in items])
 
 
 @torch.no_grad()
 def evaluate_localisation(span: Span, images: torch.Tensor, masks: torch.Tensor, run: Run,
-                          batch_size: int) -> dict[str, float | None]:
+                          batch_size: int, cues: torch.Tensor | None = None) -> dict[str, float | None]:
     """Pixel AUC of the full-size heatmap (the map that ships), per forged image and averaged,
     and pooled over all pixels; image AUC of the service's score (mean of the top 1%)."""
     from service.evaluate import roc_auc  # numpy only: one AUC for training and evaluation
@@ -443,7 +458,8 @@ def evaluate_localisation(span: Span, images: torch.Tensor, masks: torch.Tensor,
     heatmaps, losses = [], []
     for i in range(0, len(images), batch_size):
         x = images[i:i + batch_size].to(run.device)
-        logits = frozen_featex_logits(span, x, run)
+        c = None if cues is None else cues[i:i + batch_size].to(run.device)
+        logits = frozen_featex_logits(span, x, run, c)
         losses.append(localisation_loss(logits, masks[i:i + batch_size].to(run.device), 0.0)[0].item())
         # the shipped map: sigmoid on the grid, then the network's own resize to image size
         heatmaps.append(tf1_bilinear_resize(torch.sigmoid(logits.float()), tuple(x.shape[-2:])).cpu())
@@ -460,13 +476,15 @@ def evaluate_localisation(span: Span, images: torch.Tensor, masks: torch.Tensor,
     }
 
 
-def frozen_featex_logits(span: Span, image: torch.Tensor, run: Run) -> torch.Tensor:
+def frozen_featex_logits(span: Span, image: torch.Tensor, run: Run, cues: torch.Tensor | None = None) -> torch.Tensor:
     """Stage-2 forward: the frozen Featex in fp32, as the exported model runs it (cheap beside
     the attention blocks), the trainable part under the run's mixed precision."""
-    with torch.no_grad(), torch.autocast(run.device.type, enabled=False):
-        features = span.featex(image.float())
+    features = None
+    if span.config.use_featex:
+        with torch.no_grad(), torch.autocast(run.device.type, enabled=False):
+            features = span.featex(image.float())
     with run.autocast():
-        return span.logits_from_features(features)
+        return span.logits_from_features(features, cues)
 
 
 def train_stage2(run: Run, span: Span, ckpt: dict | None) -> bool:
@@ -480,17 +498,16 @@ def train_stage2(run: Run, span: Span, ckpt: dict | None) -> bool:
         if ckpt["step"] > 0:
             optimizer.load_state_dict(ckpt["optimizer"])
         start, best = ckpt["step"], ckpt.get("best", best)
-    dataset = synthesis.ForgeryDataset("train", size=s.patch, length=s.steps * s.batch_size,
-                                       seed=run.config.seed + 1, kind_weights=s.kind_weights,
-                                       data_dir=_data_dir(run.config))
-    val_images, val_masks, _ = validation_set(run, span.config)
+    dataset = forgery_dataset(run, span.config, "train", s.patch, s.steps * s.batch_size, run.config.seed + 1)
+    val_images, val_cues, val_masks, _ = validation_set(run, span.config)
 
     def step_loss(batch):
-        image, mask, _kind = batch
-        return localisation_loss(frozen_featex_logits(span, image, run), mask, s.dice_weight)
+        image, *cues, mask, _kind = batch
+        logits = frozen_featex_logits(span, image, run, cues[0] if cues else None)
+        return localisation_loss(logits, mask, s.dice_weight, s.pos_weight)
 
     def validate(step: int) -> None:
-        metrics = evaluate_localisation(span, val_images, val_masks, run, s.batch_size)
+        metrics = evaluate_localisation(span, val_images, val_masks, run, s.batch_size, val_cues)
         score = metrics["val_pixel_auc"]
         improved = score is not None and (best["val_pixel_auc"] is None or score > best["val_pixel_auc"])
         run.log(stage=2, step=step, event="validation", best=improved, **metrics)
@@ -552,7 +569,11 @@ def _train(run: Run, resume: bool) -> Path | None:
             run.log(event="initialised", path=config.init_checkpoint, step=init.get("step"),
                     validation=init.get("validation"))
         elif config.featex_checkpoint:
-            span.featex.load_state_dict(torch.load(config.featex_checkpoint, map_location="cpu")["state_dict"])
+            # a featex.pt ({'state_dict': Featex's}) or a whole model's checkpoint (its featex.* part)
+            state = torch.load(_repo_path(config.featex_checkpoint), map_location="cpu", weights_only=False)["state_dict"]
+            if any(k.startswith("featex.") for k in state):
+                state = {k[len("featex."):]: v for k, v in state.items() if k.startswith("featex.")}
+            span.featex.load_state_dict(state)
             run.log(event="featex loaded", path=config.featex_checkpoint)
         elif not train_stage1(run, span, ckpt):
             return None
