@@ -19,7 +19,6 @@ would add on the order of 100 MB to a runtime that is meant to stay lean.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import sys
@@ -33,6 +32,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from service.manifest import INT8_NAME, INT8_SUFFIX, ONNX_NAME
+from spancore.cues import error_level
 from service.render import colorize  # the colour map analysts see in the web page and overlays
 
 Heatmap = np.ndarray  # float32 [H, W] in 0..1
@@ -220,10 +220,8 @@ def ela_map(rgb: np.ndarray, quality: int = ELA_QUALITY, radius: int = ELA_BOX_R
     Recipe: Pillow JPEG re-save (default 4:2:0 chroma subsampling), absolute difference,
     maximum over the three channels, 5x5 box mean, divided by the image's maximum (0..1).
     """
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB").save(buffer, format="JPEG", quality=quality)
-    resaved = np.asarray(Image.open(buffer).convert("RGB"), dtype=np.int16)
-    difference = np.abs(rgb.astype(np.int16) - resaved).max(axis=2).astype(np.float32)
+    # The re-save is the model's own error-level cue (spancore.cues), so baseline and model agree.
+    difference = error_level(np.ascontiguousarray(rgb, dtype=np.uint8), quality).max(axis=2).astype(np.float32)
     smoothed = _box_blur(difference, radius)
     peak = float(smoothed.max())
     return smoothed / peak if peak > 0 else smoothed

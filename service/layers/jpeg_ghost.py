@@ -13,12 +13,10 @@ quality are 0. Ghosts show regions saved earlier at a lower quality than the pho
 """
 from __future__ import annotations
 
-import io
-
 import numpy as np
-from PIL import Image
 
 from service.layers.base import LayerResult, Photo, block_reduce, expand_blocks
+from spancore.cues import error_level
 
 NAME = "ghost"
 QUALITIES = tuple(range(50, 100, 5))  # 50, 55, ..., 95
@@ -31,13 +29,11 @@ FLAT_SPREAD = 0.25  # squared 8-bit levels between a region's best and worst qua
 
 def difference_curves(rgb: np.ndarray, qualities=QUALITIES, region: int = REGION) -> np.ndarray:
     """[len(qualities), rows, cols]: mean squared change of each region when re-saved at each quality."""
-    original = rgb.astype(np.float32)
+    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
     curves = []
     for quality in qualities:
-        buffer = io.BytesIO()
-        Image.fromarray(rgb, "RGB").save(buffer, format="JPEG", quality=quality)
-        resaved = np.asarray(Image.open(buffer).convert("RGB"), dtype=np.float32)
-        squared = ((original - resaved) ** 2).mean(axis=2)
+        # |photo - JPEG(photo, q)| per channel: the model's error-level cue (spancore.cues) at quality q.
+        squared = (error_level(rgb, quality).astype(np.float32) ** 2).mean(axis=2)
         curves.append(block_reduce(squared, region))
     return np.stack(curves)
 
