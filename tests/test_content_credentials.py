@@ -152,3 +152,15 @@ def test_a_file_without_credentials_says_so():
     summary = analyse(data)
     assert summary == {**summary, "present": False, "verdict": "none"}
     assert "no Content Credentials" in summary["message"]
+
+
+def test_a_broken_file_is_not_called_a_broken_manifest(signer_pem):
+    data, rgb = _jpeg(8)
+    truncated = run_layer("c2pa", Photo(data=data[:600], rgb=rgb, format="JPEG"))
+    assert not truncated.applicable and "could not be parsed" in truncated.reason
+    signed = sign(data, signer_pem, EDITED)
+    start = signed.index(b"jumdc2pa") + 40  # inside the store, after its description box
+    garbled = bytearray(signed)
+    garbled[start:start + 400] = bytes(400)  # the manifest store's boxes overwritten
+    summary = run_layer("c2pa", Photo(data=bytes(garbled), rgb=rgb, format="JPEG")).summary
+    assert summary["present"] and summary["verdict"] == "invalid"

@@ -25,6 +25,7 @@ AI_SOURCE_TYPES = ("trainedAlgorithmicMedia", "compositeWithTrainedAlgorithmicMe
                    "compositeSynthetic")
 UNTRUSTED = "signingCredential.untrusted"
 MAX_THUMBNAIL_BYTES = 256 * 1024
+STORE_SIGNATURE = b"jumdc2pa"
 
 
 def _c2pa():
@@ -46,12 +47,19 @@ def read_manifest_store(data: bytes, image_format: str) -> tuple[dict | None, An
     mime = MIME.get(image_format)
     if mime is None:
         raise NotApplicable(f"{image_format} files cannot carry Content Credentials that this library reads")
+    # The C2PA manifest store's JUMBF description box ("jumd", then the store's type UUID, which
+    # begins with the bytes "c2pa"): whether the file carries a store, whatever the library makes of it.
+    carries_store = STORE_SIGNATURE in data
     try:
         reader = c2pa.Reader.try_create(mime, io.BytesIO(data), None, _context(c2pa))
     except c2pa.C2paError as error:
-        # A manifest is there but cannot be parsed at all: that is a result, not an absence.
+        if not carries_store:  # the file itself did not parse (a truncated JPEG), and holds no store
+            raise NotApplicable(f"the file could not be parsed for Content Credentials ({error})") from None
+        # A store is there but cannot be read: that is a result (it does not validate), not an absence.
         return {"unreadable": f"{type(error).__name__}: {error}"}, None
     if reader is None:
+        if carries_store:
+            return {"unreadable": "the file carries a C2PA manifest store, but no manifest in it could be read"}, None
         return None, None
     return json.loads(reader.json()), reader
 
