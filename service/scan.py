@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from service.decode import InputError, decode_image
+from service import scan_layers
 from service.render import heatmap_png
 from service.scan_backends import Backend, Finding, LocalBackend, ScanFailure, ServerBackend
 from service.scan_inputs import ScanInput, collect_inputs
@@ -63,22 +64,28 @@ class Outcome:
     overlay: str | None = None
     error_code: str | None = None
     error_message: str | None = None
+    layers: dict[str, Any] | None = None   # the record's layer sections (span scan --layers)
 
-    def row(self) -> dict[str, Any]:
+    def row(self, layer_names: Sequence[str] = ()) -> dict[str, Any]:
         return {
             "path": str(self.item.path), "status": self.status, "score": self.score,
             "tampered_fraction": self.tampered_fraction, "width": self.width, "height": self.height,
             "heatmap": self.heatmap, "overlay": self.overlay,
             "error_code": self.error_code, "error_message": self.error_message,
+            **scan_layers.summary_cells(layer_names, self.layers),
         }
 
 
 class Outputs:
     """Where each image's files go, and the record that says they are complete."""
 
-    def __init__(self, out_dir: Path, overlay_format: str):
+    def __init__(self, out_dir: Path, overlay_format: str, layers: Sequence[str] = ()):
         self.out_dir = out_dir
         self.overlay_suffix = ".overlay.jpg" if overlay_format == "jpg" else ".overlay.png"
+        self.layers = tuple(layers)
+
+    def layer_map(self, item: ScanInput, layer: str) -> Path:
+        return self.out_dir / f"{item.key}.{layer}.png"
 
     def heatmap(self, item: ScanInput) -> Path:
         return self.out_dir / f"{item.key}.heatmap.png"
@@ -103,14 +110,18 @@ class Outputs:
             return None   # a damaged record: analyse again
         if record.get("input_sha256") != input_sha256 or record.get("model", {}).get("sha256") != model_sha256:
             return None   # the photo or the model changed since: the old outputs are stale
+        recorded = record.get("layers") or {}
+        if any(name not in recorded for name in self.layers):
+            return None   # layers asked for now that the earlier run did not compute
         return Outcome(
             item, "skipped", score=record.get("score"), tampered_fraction=record.get("tampered_fraction"),
             width=record.get("width"), height=record.get("height"),
             heatmap=self.relative(self.heatmap(item)), overlay=self.relative(self.overlay(item)),
+            layers=recorded,
         )
 
     def write(self, item: ScanInput, finding: Finding, rgb: np.ndarray, input_sha256: str,
-              model: dict[str, Any]) -> Outcome:
+              model: dict[str, Any], layers: dict[str, Any] | None = None) -> Outcome:
         from service.render import overlay, overlay_jpeg
 
         heatmap_path, overlay_path = self.heatmap(item), self.overlay(item)
@@ -122,6 +133,13 @@ class Outputs:
             buffer = io.BytesIO()
             Image.fromarray(overlay(rgb, finding.heatmap), mode="RGB").save(buffer, "PNG")
             _write_atomic(overlay_path, buffer.getvalue())
+        layer_sections = None
+        if layers:
+            for name, result in layers.items():
+                png = scan_layers.map_png(result)
+                if png is not None:
+                    _write_atomic(self.layer_map(item, name), png)
+            layer_sections = scan_layers.record(layers)
         record = {
             "record_version": RECORD_VERSION,
             "input": str(item.path),
@@ -137,11 +155,13 @@ class Outputs:
             "overlay": overlay_path.name,
             "created": _now(),
         }
+        if layer_sections is not None:
+            record["layers"] = layer_sections
         _write_atomic(self.record(item), json.dumps(record, indent=2).encode())   # last: marks completion
         return Outcome(
             item, "ok", score=finding.score, tampered_fraction=finding.tampered_fraction,
             width=finding.width, height=finding.height,
-            heatmap=self.relative(heatmap_path), overlay=self.relative(overlay_path),
+            heatmap=self.relative(heatmap_path), overlay=self.relative(overlay_path), layers=layer_sections,
         )
 
 
@@ -173,7 +193,8 @@ def _csv_safe(value: Any) -> Any:
 
 
 def write_summary(out_dir: Path, outcomes: Sequence[Outcome], *, model: dict[str, Any] | None,
-                  backend: str, started: str, interrupted: bool = False) -> tuple[Path, Path]:
+                  backend: str, started: str, interrupted: bool = False,
+                  layers: Sequence[str] = ()) -> tuple[Path, Path]:
     counts = {status: sum(o.status == status for o in outcomes) for status in ("ok", "skipped", "failed")}
     summary = {
         "started": started,
@@ -182,15 +203,16 @@ def write_summary(out_dir: Path, outcomes: Sequence[Outcome], *, model: dict[str
         "backend": backend,
         "model": model,
         "counts": counts,
-        "items": [o.row() for o in outcomes],
+        "layers": list(layers),
+        "items": [{**o.row(layers), **({"layers": o.layers} if o.layers else {})} for o in outcomes],
     }
     json_path, csv_path = out_dir / "summary.json", out_dir / "summary.csv"
     _write_atomic(json_path, json.dumps(summary, indent=2).encode())
     text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=SUMMARY_FIELDS, lineterminator="\n")
+    writer = csv.DictWriter(text, fieldnames=[*SUMMARY_FIELDS, *scan_layers.summary_fields(layers)], lineterminator="\n")
     writer.writeheader()
     for outcome in outcomes:
-        writer.writerow({k: _csv_safe(v) for k, v in outcome.row().items()})
+        writer.writerow({k: _csv_safe(v) for k, v in outcome.row(layers).items()})
     _write_atomic(csv_path, text.getvalue().encode())
     return csv_path, json_path
 
@@ -212,6 +234,7 @@ def run_scan(
     overwrite: bool = False,
     progress: bool | None = None,
     outcomes: dict[ScanInput, Outcome] | None = None,
+    layers: Sequence[str] = (),
 ) -> list[Outcome]:
     """Analyse every input, write its outputs, and return the summary rows (in input order).
 
@@ -220,7 +243,7 @@ def run_scan(
     """
     from tqdm import tqdm
 
-    outputs = Outputs(out_dir, overlay_format)
+    outputs = Outputs(out_dir, overlay_format, layers)
     model_sha = backend.model.get("sha256")
     outcomes = {} if outcomes is None else outcomes
     todo: list[ScanInput] = []
@@ -259,9 +282,11 @@ def run_scan(
             batch = todo[position:position + getattr(backend, "batch_size", 1)]   # the server may lower it
             position += len(batch)
             loaded = []
+            contents: dict[ScanInput, bytes] = {}
             for item in batch:
                 try:
-                    loaded.append((item, item.path.read_bytes()))
+                    contents[item] = item.path.read_bytes()
+                    loaded.append((item, contents[item]))
                 except OSError as exc:
                     report(_failed(item, "unreadable", f"cannot read {item.path}: {exc.strerror or exc}"))
             for item, result in backend.analyse(loaded):
@@ -270,7 +295,9 @@ def run_scan(
                     continue
                 try:
                     rgb = result.rgb if result.rgb is not None else _decode_for_overlay(item, settings)
-                    report(outputs.write(item, result, rgb, digests[item], backend.model))
+                    computed = scan_layers.compute(contents[item], rgb, result.metadata.get("format", ""),
+                                                   result.metadata.get("orientation"), layers) if layers else None
+                    report(outputs.write(item, result, rgb, digests[item], backend.model, computed))
                 except InputError as exc:
                     report(_failed(item, exc.code, exc.message))
                 except OSError as exc:
@@ -308,6 +335,7 @@ def scan(
     timeout_s: float = 600.0,
     settings: Settings | None = None,
     progress: bool | None = None,
+    layers: Sequence[str] = (),
 ) -> int:
     """The whole `span scan`: returns the exit status (0 all analysed or skipped, 1 anything failed,
     2 nothing to scan, 130 interrupted)."""
@@ -337,7 +365,7 @@ def scan(
     previous_handler = _stop_on_sigterm()
     try:
         run_scan(inputs, out_dir, backend, settings, overlay_format=overlay_format,
-                 overwrite=overwrite, progress=progress, outcomes=finished)
+                 overwrite=overwrite, progress=progress, outcomes=finished, layers=layers)
     except ScanFailure as exc:   # the server went away mid-scan: keep what is done, say so
         print(f"span scan: {exc.message}; run again to resume", file=sys.stderr)
         interrupted, lost_server = True, True
@@ -351,7 +379,7 @@ def scan(
     # Input order; after an interruption, only the images that were dealt with.
     outcomes = [finished[item] for item in inputs if item in finished]
     csv_path, json_path = write_summary(out_dir, outcomes, model=backend.model, backend=backend.description,
-                                        started=started, interrupted=interrupted)
+                                        started=started, interrupted=interrupted, layers=layers)
     counts = {s: sum(o.status == s for o in outcomes) for s in ("ok", "skipped", "failed")}
     print(f"{len(inputs)} input(s): {counts['ok']} analysed, {counts['skipped']} already done, "
           f"{counts['failed']} failed. Summary: {csv_path} and {json_path}", file=sys.stderr)

@@ -98,6 +98,9 @@ def evaluate(
     grid_rows: int = typer.Option(8, min=1, help="Rows in the grid."),
     strict: bool = typer.Option(False, help="Stop at a bad row instead of skipping and listing it."),
     progress: bool = typer.Option(True, help="Progress bar on stderr."),
+    layers: str = typer.Option(None, metavar="NAMES", help="Also score forensic layers' maps as methods on the same "
+                               "rows: comma-separated among ghost, noise, jpeg, copymove, or 'all' (README "
+                               "'Forensic layers'; ela is always scored, as the ELA baseline)."),
     record: str = typer.Option(None, metavar="NAME", help="Also write the headline scores into the weights' "
                                "manifest.json under scores.NAME (e.g. 'dev'; scores.NAME@int8 when the int8 "
                                "model ran, see SPAN_PRECISION), for the model card and the int8 gate."),
@@ -113,7 +116,7 @@ def evaluate(
         raise typer.BadParameter("'@' is reserved ('NAME@int8' is written for int8 runs)", param_hint="--record")
     try:
         report = run(benchmark, out=out, threshold=threshold, limit=limit, grid_path=grid, grid_rows=grid_rows,
-                     strict=strict, progress=progress)
+                     strict=strict, progress=progress, layers=_pixel_layers(layers))
         recorded = record_scores(report, record) if record else None
     except EvaluationError as error:
         typer.echo(f"span evaluate: {error}", err=True)
@@ -121,6 +124,20 @@ def evaluate(
     typer.echo(format_summary(report, out=out, grid=grid))
     if recorded:
         typer.echo(f"recorded under scores.{report_scores_key(report, record)} in {recorded}")
+
+
+def _pixel_layers(text: str | None) -> tuple[str, ...]:
+    """--layers of span evaluate: pixel layer names, 'all' for every one; a clear error otherwise."""
+    from service.layers import PIXEL_LAYERS
+
+    if not text:
+        return ()
+    names = PIXEL_LAYERS if text.strip() == "all" else tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [name for name in names if name not in PIXEL_LAYERS]
+    if unknown:
+        raise typer.BadParameter(f"not a pixel layer: {', '.join(unknown)} (choose from {', '.join(PIXEL_LAYERS)} "
+                                 "or all)", param_hint="--layers")
+    return names
 
 
 @app.command()
@@ -133,17 +150,26 @@ def scan(
     batch_size: int = typer.Option(8, min=1, help="With --server: images per request (halved when the server says too large)."),
     overlay_format: str = typer.Option("jpg", help="Overlay file format: jpg (small) or png (lossless)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Analyse again even images an earlier run finished."),
+    layers: str = typer.Option(None, metavar="NAMES", help="Also compute forensic layers, comma-separated among "
+                               "ela, ghost, noise, jpeg, copymove, metadata, c2pa, or 'all': each pixel layer's map "
+                               "is written beside the heatmap (<name>.<layer>.png), their figures go into the "
+                               "summary columns and the records (README 'Forensic layers')."),
 ) -> None:
     """Analyse files, folders and globs: a heatmap and an overlay per image, one summary. Resumable.
 
     Exit status: 0 when every image was analysed (or done by an earlier run), 1 when any failed.
     """
+    from service import scan_layers
     from service.scan import scan as run_scan
 
     if overlay_format not in ("jpg", "png"):
         raise typer.BadParameter("choose jpg or png", param_hint="--overlay-format")
+    try:
+        names = scan_layers.parse(layers)
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--layers") from None
     raise typer.Exit(run_scan(paths, out, server=server, api_key=api_key, batch_size=batch_size,
-                              overlay_format=overlay_format, overwrite=overwrite))
+                              overlay_format=overlay_format, overwrite=overwrite, layers=names))
 
 
 @app.command()

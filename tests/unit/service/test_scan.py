@@ -271,3 +271,40 @@ def test_unreachable_server_fails_clearly(tmp_path):
 def _copy(source: Path, target: Path) -> Path:
     shutil.copytree(source, target)
     return target
+
+
+def test_layers_are_written_beside_the_heatmaps_and_summarised(first_scan, tmp_path):
+    """--layers on a scan whose heatmaps are done: the photos are analysed again (the records lack
+    the layers), each pixel layer's map lands beside the heatmap, the summary gains columns."""
+    _, folder, out, _ = first_scan
+    work = tmp_path / "out"
+    shutil.copytree(out, work)
+    result = scan(folder, "--out", work, "--layers", "ela,jpeg,metadata,c2pa")
+    assert result.exit_code == 1, result.output  # broken.jpg still fails
+    items = summary(work)
+    assert all(items[name]["status"] == "ok" for name in GOOD)  # redone: the old records had no layers
+    canon = items["Canon_40D.jpg"]
+    assert canon["jpeg_quality"] > 0 and canon["metadata_camera"] == "Canon Canon EOS 40D"
+    assert "GIMP" in canon["metadata_findings"] and canon["c2pa_verdict"] == "none"
+    assert canon["layers"]["metadata"]["summary"]["editors"] == ["GIMP 2.4.5"]
+    for name in GOOD:
+        stem = Path(name).with_suffix("").as_posix()
+        heatmap = Image.open(work / f"{stem}.heatmap.png")
+        for layer in ("ela", "jpeg"):
+            layer_map = Image.open(work / f"{stem}.{layer}.png")
+            assert layer_map.mode == "L" and layer_map.size == heatmap.size
+        assert not (work / f"{stem}.metadata.png").exists()  # no map for a layer without one
+    with open(work / "summary.csv", newline="") as f:
+        header = next(csv.reader(f))
+    assert header[header.index("error_message") + 1:] == [
+        "ela_bright_fraction", "jpeg_quality", "jpeg_standard_tables", "jpeg_grid_misaligned_fraction",
+        "metadata_camera", "metadata_findings", "c2pa_verdict"]
+
+    again = scan(folder, "--out", work, "--layers", "ela,jpeg")  # a subset of what is recorded: skipped
+    assert all(summary(work)[name]["status"] == "skipped" for name in GOOD), again.output
+    assert summary(work)["Canon_40D.jpg"]["jpeg_quality"] == canon["jpeg_quality"]  # read back from the record
+
+
+def test_unknown_scan_layers_are_a_usage_error(tmp_path):
+    result = runner.invoke(app, ["scan", str(tmp_path), "--out", str(tmp_path / "o"), "--layers", "ela,nope"])
+    assert result.exit_code == 2 and "nope" in result.output
