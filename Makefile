@@ -7,16 +7,17 @@ PORT   ?= 8000
 
 .PHONY: install install-dev browser serve test export bench clean
 
-# Runtime only (what the service and the Docker image need): no torch.
+# Runtime only (what the service and the Docker image need): no torch. The layers extra
+# (OpenCV, c2pa-python) serves the copy-move and Content Credentials layers.
 $(VENV)/.runtime: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e .
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[layers]"
 	touch $@
 
-# Runtime + training/export (torch==2.13.0 CPU) + Ray (span scan --ray) + test tools.
+# Runtime + training/export (torch==2.13.0 CPU) + Ray (span scan --ray) + layers + test tools.
 $(VENV)/.dev: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[train,ray,dev]"
+	$(BIN)/pip install --quiet --disable-pip-version-check -e ".[train,ray,dev,layers]"
 	touch $(VENV)/.runtime $@
 
 install: $(VENV)/.runtime

@@ -108,13 +108,7 @@ async def _analyze_async(
 ) -> Analysis:
     timings: dict = {}
     started = time.perf_counter()
-    if decode_slots is None:
-        decoded = await asyncio.to_thread(decode_image, data, max_pixels=settings.max_pixels, min_side=settings.min_side)
-    else:
-        async with decode_slots:
-            decoded = await asyncio.to_thread(
-                decode_image, data, max_pixels=settings.max_pixels, min_side=settings.min_side
-            )
+    decoded = await decode_async(data, settings, decode_slots)
     timings["decode"] = _ms(started)
     del data
     started = time.perf_counter()
@@ -124,6 +118,14 @@ async def _analyze_async(
     timings["queue_wait"] = queue_wait
     timings["inference"] = round(_ms(started) - queue_wait, 2)
     return await asyncio.to_thread(_finish, decoded, heatmap, engine, settings, timings, keep_photo)
+
+
+async def decode_async(data: bytes, settings: Settings, decode_slots: asyncio.Semaphore | None) -> DecodedImage:
+    """decode_image in a worker thread, at most `decode_slots` at once (memory)."""
+    if decode_slots is None:
+        return await asyncio.to_thread(decode_image, data, max_pixels=settings.max_pixels, min_side=settings.min_side)
+    async with decode_slots:
+        return await asyncio.to_thread(decode_image, data, max_pixels=settings.max_pixels, min_side=settings.min_side)
 
 
 def _finish(

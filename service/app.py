@@ -4,7 +4,7 @@ the error handlers, one router per resource and the web page. Each piece lives i
 - service/admission.py: readiness, draining, queue/pixel/byte budgets, the error-status table;
 - service/protections.py: upload limits and slow-client deadlines (ASGI middleware, uvicorn protocol);
 - service/errors.py: every error as `{"error": {"code": ..., "message": ...}}`;
-- service/routes/: localize, scan, model, health, telemetry, page; service/schemas.py: their OpenAPI models;
+- service/routes/: localize, analyze, scan, model, health, telemetry, page; service/schemas.py: their OpenAPI models;
 - service/server.py: uvicorn with graceful draining (`span serve`).
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from service.admission import PixelBudget, Service
 from service.engine import Engine
 from service.errors import add_error_handlers
 from service.protections import HttpProtections
-from service.routes import health, localize, model, scan
+from service.routes import analyze, health, localize, model, scan
 from service.routes import telemetry as telemetry_routes
 from service.routes.page import mount_page
 from service.schemas import ACCESS_ERRORS
@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     add_error_handlers(app, settings)
     guard = protect(app, settings)  # its layers (request log, headers, CORS) go outside HttpProtections
     keyed = {"dependencies": [Depends(guard)], "responses": ACCESS_ERRORS}
-    for router in (localize.router, scan.router, model.router):
+    for router in (localize.router, analyze.router, scan.router, model.router):
         app.include_router(router, **keyed)
     app.include_router(health.router)
     app.include_router(telemetry_routes.router, **(keyed if settings.metrics_require_key else {}))

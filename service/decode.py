@@ -91,7 +91,7 @@ def decode_image(data: bytes, *, max_pixels: int, min_side: int = 1) -> DecodedI
     if min(width, height) < min_side:
         raise InputError(422, "image_too_small", f"image is {width}x{height}; both sides must be >= {min_side}")
 
-    orientation, camera, software, captured = _read_exif(image)
+    orientation, camera, software, captured = read_exif_basics(image)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -166,7 +166,7 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
 
 
-def _read_exif(image: Image.Image) -> tuple[int | None, str | None, str | None, str | None]:
+def read_exif_basics(image: Image.Image) -> tuple[int | None, str | None, str | None, str | None]:
     """Orientation, camera, software, capture date. Broken EXIF yields Nones, never an error."""
     try:
         exif = image.getexif()

@@ -30,6 +30,8 @@ import math
 import queue
 import threading
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -210,6 +212,19 @@ class Engine:
                 work.abandoned.set()  # the client went away: skip the work if it has not started
                 raise
             return await asyncio.to_thread(self.assemble, plan, outputs)
+        finally:
+            with self._admitted_lock:
+                self._admitted -= 1
+            telemetry.QUEUE_DEPTH.set(self._admitted)
+
+    @asynccontextmanager
+    async def admitted(self, *, wait: bool = False) -> AsyncIterator[None]:
+        """Hold a place in the queue for image work done outside the model (the forensic layers of
+        POST /v1/analyze), so that the queue bounds all image work in flight; Overloaded when full."""
+        await self._admit(wait)
+        telemetry.QUEUE_DEPTH.set(self._admitted)
+        try:
+            yield
         finally:
             with self._admitted_lock:
                 self._admitted -= 1

@@ -100,7 +100,7 @@ class HttpProtections:
             self.bodies.release(received["bytes"])
             label = getattr(scope.get("route"), "path", None)
             if label is None:  # refused before routing (Content-Length over the limit)
-                label = scope["path"] if scope["path"] in ("/v1/localize", "/v1/scan") else "unmatched"
+                label = scope["path"] if scope["path"] in ("/v1/localize", "/v1/scan", "/v1/analyze") else "unmatched"
             label = label or "/"
             telemetry.IN_FLIGHT.dec()
             telemetry.REQUESTS.labels(route=label, method=scope["method"], status=str(status["code"])).inc()

@@ -129,6 +129,27 @@ class ModelDescription(BaseModel):
     int8_gate: str = Field(description="Whether the int8 variant passed its accuracy gate, from the manifest's scores")
 
 
+class LayerSection(BaseModel):
+    applicable: bool = Field(description="False when the layer has nothing to say about this file; see reason")
+    reason: str | None = Field(None, description="Why the layer does not apply (not a JPEG, no metadata, ...)")
+    summary: dict[str, Any] = Field(description="The layer's figures (docs: README 'Forensic layers')")
+    png_base64url: str | None = Field(
+        None, description="Pixel layers: 8-bit greyscale PNG (white = 1), the photo's size as displayed, "
+        "URL-safe base64 without padding (RFC 4648 section 5)")
+    ms: float = Field(description="Time the layer took, in milliseconds")
+
+
+class AnalyzeResult(BaseModel):
+    width: int = Field(description="Width of the photo as displayed (after EXIF orientation)")
+    height: int
+    png_encoding: str = Field("base64url", description="How the layers' PNGs are encoded")
+    layers: dict[str, LayerSection] = Field(description="One section per layer asked for, in the order asked")
+    timings_ms: dict[str, float] = Field(description="decode, layers (the layers and the model side by side), encode, "
+                                         "total (wall time); each layer's own time is in its section")
+    metadata: dict[str, Any] = Field(description="What the decoder read: format, sizes, orientation, camera...")
+    model: dict[str, Any] | None = Field(None, description="The model that made the `span` layer, when asked")
+
+
 ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorBody, "description": "Upload, pixel count or batch too large"},
     415: {"model": ErrorBody, "description": "Not a supported image format (read from the bytes)"},

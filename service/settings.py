@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     decode_workers: int = Field(
         4, ge=1, description="Images decoded at the same time; bounds the memory held by decoded pixels."
     )
+    layer_workers: int = Field(
+        2, ge=1, description="Images whose forensic layers (POST /v1/analyze) are computed at the same time; "
+        "each takes about one CPU core while it runs, others wait their turn."
+    )
 
     # --- queue and dynamic batching ------------------------------------------------------
     queue_size: int = Field(

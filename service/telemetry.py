@@ -41,6 +41,10 @@ RATE_LIMITED = Counter(
     "('anonymous' while keys are off)", ["key_id"]
 )
 AUTH_REFUSED = Counter("span_auth_refused_total", "Requests refused with 401, by reason (missing, invalid)", ["reason"])
+LAYER_SECONDS = Histogram(
+    "span_layer_duration_seconds", "Time one forensic layer took on one image (POST /v1/analyze)", ["layer"],
+    buckets=_LATENCY_BUCKETS,
+)
 MODEL_INFO = Info("span_model", "The model being served")
 READY = Gauge("span_ready", "1 when /health/ready answers 200")
 

@@ -119,6 +119,9 @@ def evaluate(
     grid_rows: int = typer.Option(8, min=1, help="Rows in the grid."),
     strict: bool = typer.Option(False, help="Stop at a bad row instead of skipping and listing it."),
     progress: bool = typer.Option(True, help="Progress bar on stderr."),
+    layers: str = typer.Option(None, metavar="NAMES", help="Also score forensic layers' maps as methods on the same "
+                               "rows: comma-separated among ghost, noise, jpeg, copymove, or 'all' (README "
+                               "'Forensic layers'; ela is always scored, as the ELA baseline)."),
     record: str = typer.Option(None, metavar="NAME", help="Also write the headline scores into the weights' "
                                "manifest.json under scores.NAME (e.g. 'dev'; scores.NAME@int8 when the int8 "
                                "model ran, see SPAN_PRECISION), for the model card and the int8 gate."),
@@ -134,7 +137,7 @@ def evaluate(
         raise typer.BadParameter("'@' is reserved ('NAME@int8' is written for int8 runs)", param_hint="--record")
     try:
         report = run(benchmark, out=out, threshold=threshold, limit=limit, grid_path=grid, grid_rows=grid_rows,
-                     strict=strict, progress=progress)
+                     strict=strict, progress=progress, layers=_pixel_layers(layers))
         recorded = record_scores(report, record) if record else None
     except EvaluationError as error:
         typer.echo(f"span evaluate: {error}", err=True)
@@ -142,6 +145,20 @@ def evaluate(
     typer.echo(format_summary(report, out=out, grid=grid))
     if recorded:
         typer.echo(f"recorded under scores.{report_scores_key(report, record)} in {recorded}")
+
+
+def _pixel_layers(text: str | None) -> tuple[str, ...]:
+    """--layers of span evaluate: pixel layer names, 'all' for every one; a clear error otherwise."""
+    from service.layers import PIXEL_LAYERS
+
+    if not text:
+        return ()
+    names = PIXEL_LAYERS if text.strip() == "all" else tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [name for name in names if name not in PIXEL_LAYERS]
+    if unknown:
+        raise typer.BadParameter(f"not a pixel layer: {', '.join(unknown)} (choose from {', '.join(PIXEL_LAYERS)} "
+                                 "or all)", param_hint="--layers")
+    return names
 
 
 @app.command(help="Analyse files, folders and globs: a heatmap and an overlay per image, one summary. Resumable.\n\n"

@@ -2,11 +2,11 @@
 constant map and error-level analysis (ELA). Recipes in docs/evaluation.md."""
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 
 import numpy as np
-from PIL import Image
+
+from spancore.cues import error_level
 
 Heatmap = np.ndarray  # float32 [H, W] in 0..1
 Predict = Callable[[np.ndarray], Heatmap]  # RGB uint8 [H, W, 3] -> heatmap
@@ -42,10 +42,8 @@ def ela_map(rgb: np.ndarray, quality: int = ELA_QUALITY, radius: int = ELA_BOX_R
     Recipe: Pillow JPEG re-save (default 4:2:0 chroma subsampling), absolute difference,
     maximum over the three channels, 5x5 box mean, divided by the image's maximum (0..1).
     """
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), "RGB").save(buffer, format="JPEG", quality=quality)
-    resaved = np.asarray(Image.open(buffer).convert("RGB"), dtype=np.int16)
-    difference = np.abs(rgb.astype(np.int16) - resaved).max(axis=2).astype(np.float32)
+    # The re-save is the model's own error-level cue (spancore.cues), so baseline and model agree.
+    difference = error_level(np.ascontiguousarray(rgb, dtype=np.uint8), quality).max(axis=2).astype(np.float32)
     smoothed = _box_blur(difference, radius)
     peak = float(smoothed.max())
     return smoothed / peak if peak > 0 else smoothed

@@ -124,4 +124,11 @@ def method_report(results: Sequence[ImageResult], method: str, threshold: float)
         name: summarize([result for result in results if result.row.dataset == name], method, threshold)
         for name in datasets
     }
+    # Which kind of forgery a method sees: splice, copy-move... per dataset ("casia2/copy-move").
+    kinds = sorted({(result.row.dataset, result.row.kind) for result in results})
+    report["by_kind"] = {
+        f"{dataset}/{kind}": summarize([r for r in results if (r.row.dataset, r.row.kind) == (dataset, kind)],
+                                       method, threshold)
+        for dataset, kind in kinds
+    }
     return report

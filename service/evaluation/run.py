@@ -27,6 +27,7 @@ from service.evaluation.baselines import CONSTANT_LEVEL, ELA_BOX_RADIUS, ELA_QUA
 from service.evaluation.benchmark import (
     BenchmarkRow, EvaluationError, RowError, mask_problem, read_benchmark, read_mask,
 )
+from service.evaluation.layers import layer_methods
 from service.evaluation.metrics import ImageResult, pixel_metrics
 from service.evaluation.report import Grid, build_report, score_summary, write_report
 from spancore.scoring import image_score
@@ -105,8 +106,10 @@ def run(
     strict: bool = False,
     progress: bool = True,
     settings: Any = None,
+    layers: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Evaluate the model in `settings.model_dir` and the baselines on a benchmark CSV; return the report."""
+    """Evaluate the model in `settings.model_dir` and the baselines on a benchmark CSV; return the report.
+    layers: forensic layers (service/layers/) scored as further methods on the same rows."""
     from service.decode import InputError, decode_image
     from service.engine import Engine, EngineError
     from service.settings import get_settings
@@ -122,6 +125,7 @@ def run(
         except InputError as error:
             raise RowError(f"{error.message}: {path}") from error
 
+    extra_methods = layer_methods(layers)
     started = time.perf_counter()
     try:
         engine = Engine.from_settings(settings)
@@ -133,7 +137,7 @@ def run(
     try:
         results, skipped, warnings = evaluate_rows(
             selected, load_image=load_image, image_score=image_score, threshold=threshold,
-            methods={"span": engine.predict, "constant": constant_map, "ela": ela_map},
+            methods={"span": engine.predict, "constant": constant_map, "ela": ela_map, **extra_methods},
             grid=grid, strict=strict, progress=progress,
         )
     finally:
@@ -148,6 +152,7 @@ def run(
             "threshold": threshold, "limit": limit, "strict": strict, "manifest_rows": len(rows),
             "ela": {"jpeg_quality": ELA_QUALITY, "box_radius": ELA_BOX_RADIUS, "normalisation": "per-image maximum"},
             "constant": {"level": CONSTANT_LEVEL},
+            "layers": list(extra_methods),
             "engine": json.loads(settings.model_dump_json()),
         },
     )

@@ -31,10 +31,20 @@ const COLORMAP = (() => {
 })();
 
 // Relative URLs, so the page also works behind a reverse proxy under a path prefix.
-const API = { model: "v1/model", localize: "v1/localize?format=json" };
+const API = { model: "v1/model", localize: "v1/localize?format=json",
+  analyze: "v1/analyze?layers=ela,ghost,noise,jpeg,copymove,metadata,c2pa" };
 // A server with API keys answers 401; the page then asks once and keeps the key for this tab
 // (sessionStorage: gone when the tab closes, never shared with other tabs or sent elsewhere).
 const KEY_STORAGE = "span-api-key";
+// What each layer's map shows, for the caption under the switch (README "Forensic layers").
+const LAYER_CAPTIONS = {
+  span: "Model heatmap: the model's probability that each pixel was manipulated.",
+  ela: "Error level: how much each region changes when re-saved as JPEG (quality 90); bright regions were saved fewer times or elsewhere.",
+  ghost: "JPEG ghost: bright regions re-save best at a quality where the rest of the photo changes most (saved earlier at a lower quality).",
+  noise: "Noise level: bright regions have 2–4× more or less noise than the photo's typical level (another camera, blur, resampling).",
+  jpeg: "JPEG grid: bright regions carry an 8×8 block grid shifted against the photo's (pasted without aligning).",
+  copymove: "Copy-move: regions found twice in the photo; lines join matching points of the source (cyan) and the copy (magenta).",
+};
 const MAX_PARALLEL = 2;       // the server batches; two in flight keeps it busy without flooding its queue
 const MAX_BUSY_RETRIES = 3;   // 429/503 with Retry-After: wait and try again a few times
 // Overlay opacity grows with the probability, as in service/render.py: at the slider's value s a
@@ -209,7 +219,8 @@ function createCard(file) {
   const card = $("#result-template").content.firstElementChild.cloneNode(true);
   card.id = `result-${nextCardId++}`;
   card.file = file;
-  card.view = { mode: "overlay", opacity: DEFAULT_OPACITY, photo: null, heat: null, glow: null, values: null, urls: [] };
+  card.view = { mode: "overlay", opacity: DEFAULT_OPACITY, photo: null, heat: null, glow: null, values: null, urls: [],
+    layer: "span", layers: {}, copymove: null };
   field(card, "name").textContent = file.name || "unnamed file";
   field(card, "name").title = file.name;
 
@@ -218,6 +229,14 @@ function createCard(file) {
     radio.name = `${card.id}-mode`;
     radio.addEventListener("change", () => {
       card.view.mode = radio.value;
+      draw(card);
+    });
+  }
+  for (const radio of card.querySelectorAll('[data-field="layer"]')) {
+    radio.name = `${card.id}-layer`;
+    radio.addEventListener("change", () => {
+      card.view.layer = radio.value;
+      field(card, "layer-caption").textContent = LAYER_CAPTIONS[radio.value];
       draw(card);
     });
   }
@@ -383,6 +402,181 @@ async function showAnswer(card, answer, photo, digest) {
   setState(card, "Analysed");
   draw(card);
   announce(`${card.file.name}: score ${formatScore(answer.score)}.`);
+  loadLayers(card, width, height);
+}
+
+// ---------------------------------------------------------------- forensic layers
+
+// A second request, after the heatmap is shown: the layers take longer than the model, and the
+// analyst can read the heatmap meanwhile. Maps come as URL-safe base64 PNGs (POST v1/analyze).
+async function loadLayers(card, width, height) {
+  const caption = field(card, "layer-caption");
+  let body;
+  try {
+    const form = new FormData();
+    form.append("image", card.file, card.file.name || "image");
+    const response = await apiFetch(API.analyze, { method: "POST", body: form, headers: { Accept: "application/json" } });
+    body = await readJson(response);
+    if (!response.ok) throw new Error(errorMessage(body, response));
+  } catch (err) {
+    caption.textContent = `Forensic layers unavailable: ${err.message}`;
+    field(card, "metadata-state").textContent = "Metadata unavailable.";
+    field(card, "provenance-verdict").textContent = "Content Credentials unavailable.";
+    return;
+  }
+  if (!card.isConnected) return;
+  for (const [name, section] of Object.entries(body.layers || {})) {
+    const radio = card.querySelector(`[data-field="layer"][value="${name}"]`);
+    if (radio) {
+      radio.disabled = !section.applicable || typeof section.png_base64url !== "string";
+      radio.parentElement.title = section.applicable ? `${Math.round(section.ms)} ms on the server` : section.reason;
+      radio.parentElement.classList.toggle("not-applicable", !section.applicable);
+    }
+    if (section.applicable && typeof section.png_base64url === "string") {
+      const bitmap = await createImageBitmap(base64ToBlob(base64UrlToBase64(section.png_base64url), "image/png"), {
+        colorSpaceConversion: "none",
+        premultiplyAlpha: "none",
+      });
+      card.view.layers[name] = colourMap(bitmap, width, height);
+      bitmap.close();
+    }
+  }
+  const copymove = body.layers.copymove;
+  card.view.copymove = copymove && copymove.applicable ? copymove.summary : null;
+  fillFilePanel(card, body.layers.metadata, body.layers.jpeg);
+  fillProvenance(card, body.layers.c2pa);
+  caption.textContent = LAYER_CAPTIONS[card.view.layer];
+  card.classList.add("layers-done");
+  draw(card);
+}
+
+function base64UrlToBase64(text) {
+  const standard = text.replace(/-/g, "+").replace(/_/g, "/");
+  return standard + "=".repeat((4 - (standard.length % 4)) % 4);
+}
+
+// Copy-move matches as lines from source to copy, and each region's outline.
+function drawMatches(ctx, summary, width) {
+  const line = Math.max(1, Math.round(width / 500));
+  ctx.lineWidth = line;
+  for (const region of summary.regions || []) {
+    for (const [polygon, colour] of [[region.source_polygon, "#22d3ee"], [region.target_polygon, "#f0abfc"]]) {
+      if (!polygon || polygon.length < 3) continue;
+      ctx.strokeStyle = colour;
+      ctx.beginPath();
+      polygon.forEach(([x, y], i) => (i ? ctx.lineTo(x, y) : ctx.moveTo(x, y)));
+      ctx.closePath();
+      ctx.stroke();
+    }
+    ctx.strokeStyle = "rgba(250, 250, 250, 0.85)";
+    ctx.beginPath();
+    for (const [sx, sy, tx, ty] of region.matches || []) {
+      ctx.moveTo(sx, sy);
+      ctx.lineTo(tx, ty);
+    }
+    ctx.stroke();
+  }
+}
+
+function fillFilePanel(card, metadata, jpeg) {
+  const state = field(card, "metadata-state");
+  const findings = field(card, "findings");
+  findings.replaceChildren();
+  const facts = [];
+  if (metadata && metadata.applicable) {
+    const m = metadata.summary;
+    state.textContent = m.findings.length ? "Worth checking:" : "Nothing in the metadata contradicts the photo.";
+    for (const text of m.findings) findings.append(listItem(text));
+    facts.push(["Camera", m.camera], ["Captured", m.captured], ["Modified", m.modified],
+      ["Software", (m.software || []).join(", ")],
+      ["EXIF thumbnail", m.thumbnail ? m.thumbnail.verdict || (m.thumbnail.readable ? "" : m.thumbnail.reason) : "none"]);
+    const tags = field(card, "all-tags");
+    tags.replaceChildren();
+    const all = { ...m.exif, ...Object.fromEntries(Object.entries(m.xmp || {}).map(([k, v]) => [`XMP ${k}`, v])),
+      ...Object.fromEntries(Object.entries(m.iptc || {}).map(([k, v]) => [`IPTC ${k}`, v])) };
+    fillList(tags, Object.entries(all).map(([k, v]) => [k, typeof v === "object" ? JSON.stringify(v) : v]));
+    field(card, "exif-details").hidden = Object.keys(all).length === 0;
+  } else {
+    state.textContent = metadata ? `No metadata: ${metadata.reason}` : "Metadata not read.";
+  }
+  if (jpeg && jpeg.applicable) {
+    const j = jpeg.summary;
+    facts.push(["JPEG quality", `${j.implied_quality}${j.standard_tables ? " (standard tables)" : " (estimated)"}`],
+      ["JPEG encoder", j.encoder]);
+    for (const text of j.warnings || []) findings.append(listItem(text));
+  } else if (jpeg) {
+    facts.push(["JPEG structure", jpeg.reason]);
+  }
+  fillList(field(card, "file-facts"), facts);
+}
+
+const VERDICTS = {
+  none: "No Content Credentials in this file.",
+  invalid: "Content Credentials present but INVALID: do not rely on them.",
+  intact_untrusted_signer: "Content Credentials intact, but the signer is not verified.",
+  trusted: "Content Credentials valid, signed by a trusted signer.",
+};
+
+function fillProvenance(card, c2pa) {
+  const verdict = field(card, "provenance-verdict");
+  const facts = [];
+  const actions = field(card, "provenance-actions");
+  actions.replaceChildren();
+  const ingredients = field(card, "ingredients");
+  ingredients.replaceChildren();
+  verdict.className = "panel-state verdict";
+  if (!c2pa || !c2pa.applicable) {
+    verdict.textContent = c2pa ? `Not checked: ${c2pa.reason}` : "Not checked.";
+    fillList(field(card, "provenance-facts"), facts);
+    return;
+  }
+  const p = c2pa.summary;
+  verdict.textContent = VERDICTS[p.verdict] || p.verdict;
+  verdict.classList.add(`verdict-${p.verdict}`);
+  verdict.title = p.message;
+  if (p.present) {
+    facts.push(["Detail", p.message]);
+    if (p.signer) facts.push(["Signed by", [p.signer.common_name, p.signer.issuer].filter(Boolean).join(", ")],
+      ["Signed at", p.signer.time]);
+    facts.push(["Claim generator", p.claim_generator], ["AI-generated", p.ai_generated ? "yes (declared)" : "not declared"]);
+    for (const action of p.actions || []) {
+      actions.append(listItem([action.action, action.software, action.digital_source_type].filter(Boolean).join(" · ")));
+    }
+    for (const ingredient of p.ingredients || []) {
+      const figure = document.createElement("figure");
+      if (ingredient.thumbnail_base64) {
+        const img = document.createElement("img");
+        const url = URL.createObjectURL(base64ToBlob(ingredient.thumbnail_base64, "image/jpeg"));
+        card.view.urls.push(url);
+        img.src = url;
+        img.alt = `Ingredient ${ingredient.title || ""}`;
+        figure.append(img);
+      }
+      const caption = document.createElement("figcaption");
+      caption.textContent = [ingredient.title, ingredient.relationship].filter(Boolean).join(" · ");
+      figure.append(caption);
+      ingredients.append(figure);
+    }
+  }
+  fillList(field(card, "provenance-facts"), facts);
+}
+
+function listItem(text) {
+  const item = document.createElement("li");
+  item.textContent = text;
+  return item;
+}
+
+function fillList(list, rows) {
+  list.replaceChildren();
+  for (const [label, value] of rows) {
+    const dt = document.createElement("dt");
+    dt.textContent = label;
+    const dd = document.createElement("dd");
+    dd.textContent = value === undefined || value === null || value === "" ? "—" : String(value);
+    if (dd.textContent === "—") dd.classList.add("missing");
+    list.append(dt, dd);
+  }
 }
 
 function sameAspect(photo, width, height) {
@@ -439,11 +633,17 @@ function draw(card) {
   ctx.fillRect(0, 0, canvas.width, canvas.height);
   const showPhoto = view.photo && view.mode !== "heatmap";
   if (showPhoto) ctx.drawImage(view.photo, 0, 0, canvas.width, canvas.height);
+  const layer = view.layer === "span" ? view : view.layers[view.layer] || view;
   if (view.mode !== "photo") {
     ctx.globalAlpha = showPhoto ? view.opacity : 1;
-    ctx.drawImage(showPhoto ? view.glow : view.heat, 0, 0);
+    ctx.drawImage(showPhoto ? layer.glow : layer.heat, 0, 0);
     ctx.globalAlpha = 1;
   }
+  if (view.layer === "copymove" && view.copymove) drawMatches(ctx, view.copymove, canvas.width);
+  canvas.dataset.layer = view.layer;
+  field(card, "legend-caption").textContent = view.layer === "span"
+    ? "Probability of manipulation per pixel (0 = unlikely, 1 = likely); the mark is the threshold."
+    : "The layer's value per pixel (0 = nothing to see, 1 = strongest); the threshold mark is the model's.";
   field(card, "opacity").disabled = view.mode !== "overlay" || !view.photo;
   const what = { overlay: "with the manipulation heatmap overlaid", heatmap: "manipulation heatmap", photo: "photo" };
   canvas.setAttribute("aria-label", `${card.file.name}: ${what[view.mode]}`);
@@ -458,6 +658,11 @@ function probe(card, event) {
   const x = Math.floor(((event.clientX - box.left) / box.width) * view.width);
   const y = Math.floor(((event.clientY - box.top) / box.height) * view.height);
   if (x < 0 || y < 0 || x >= view.width || y >= view.height) return;
+  if (view.layer !== "span" && view.layers[view.layer]) {
+    const v = view.layers[view.layer].values[y * view.width + x] / 255;
+    field(card, "probe").textContent = `Pixel (${x}, ${y}): ${view.layer} ${v.toFixed(2)}`;
+    return;
+  }
   const p = view.values[y * view.width + x] / 255;
   field(card, "probe").textContent = `Pixel (${x}, ${y}): probability ${p.toFixed(2)}`;
 }
@@ -493,16 +698,7 @@ function fillMetadata(card, answer, width, height) {
     ["Time on server", answer.timings_ms && typeof answer.timings_ms.total === "number"
       ? `${Math.round(answer.timings_ms.total)} ms` : null],
   ];
-  const list = field(card, "metadata");
-  list.replaceChildren();
-  for (const [label, value] of rows) {
-    const dt = document.createElement("dt");
-    dt.textContent = label;
-    const dd = document.createElement("dd");
-    dd.textContent = value === undefined || value === null || value === "" ? "—" : String(value);
-    if (dd.textContent === "—") dd.classList.add("missing");
-    list.append(dt, dd);
-  }
+  fillList(field(card, "metadata"), rows);
 }
 
 function downloadView(card) {

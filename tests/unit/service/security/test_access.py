@@ -17,7 +17,8 @@ def client(**settings) -> TestClient:
 
 def test_the_keyed_routes_need_a_key_and_the_open_ones_do_not():
     api = client(api_keys=KEYS)
-    for method, path in (("GET", "/v1/model"), ("POST", "/v1/localize"), ("POST", "/v1/scan")):
+    for method, path in (("GET", "/v1/model"), ("POST", "/v1/localize"), ("POST", "/v1/analyze"),
+                         ("POST", "/v1/scan")):
         refused = api.request(method, path)
         assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer", path
         assert refused.json()["error"]["code"] == "missing_api_key"

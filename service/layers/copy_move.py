@@ -1,0 +1,222 @@
+"""Copy-move: parts of the photo copied onto itself, found two ways.
+
+1. Keypoints (Amerini et al., "A SIFT-based forensic method for copy-move attack detection
+   and transformation recovery", IEEE TIFS 2011): SIFT keypoints matched against the photo's
+   own keypoints with the generalised 2-nearest-neighbour ratio test (g2NN), matches between
+   nearby points dropped, then grouped by a transform: RANSAC (OpenCV's
+   estimateAffinePartial2D: rotation, uniform scale, translation) on the remaining matches,
+   repeatedly, each consensus set being one copied region. Each group gives the source and
+   target points, the transform and the two regions' polygons (convex hulls).
+2. Dense blocks (Fridrich, Soukal & Lukas, "Detection of copy-move forgery in digital
+   images", DFRWS 2003): where keypoints are scarce (sky, walls, skin), overlapping 8x8 blocks
+   of the luma are described by their quantised low-frequency DCT coefficients, sorted, and
+   identical neighbours vote for their shift; shifts with enough votes mark both copies.
+
+The map is 1 inside both regions of every group (the layer cannot tell the original from the
+copy; the transform's direction is a convention: source is the upper-left of the two) and
+on the blocks the dense pass marked.
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from service.layers.base import LayerResult, NotApplicable, Photo, grey
+
+NAME = "copymove"
+MAX_SIDE = 1024  # keypoints are found on the photo scaled to at most this side; results are scaled back
+RATIO = 0.5  # g2NN threshold (Amerini et al.)
+MIN_DISTANCE = 10  # px: matches closer than this are the same structure, not a copy
+MIN_INLIERS = 6  # a group needs this many matches that agree on one transform
+RANSAC_PX = 4.0
+MAX_GROUPS = 5
+NEIGHBOURS = 6  # g2NN looks at up to NEIGHBOURS - 1 other keypoints per keypoint
+MAX_KEYPOINTS = 5000
+MAX_MATCHES_DRAWN = 200
+# Dense pass
+BLOCK = 8
+STEP = 2
+DENSE_SIDE = 512  # the dense pass runs on the photo scaled to at most this side
+DCT_KEEP = 6  # low-frequency coefficients kept (zig-zag order)
+DCT_QUANT = 4.0
+MIN_SHIFT = 16  # px (at dense scale): shorter shifts are overlapping blocks of one region
+MIN_VOTES_FRACTION = 0.0015  # a shift needs votes from this fraction of all blocks (at least 24)
+MIN_BLOCK_STD = 1.5  # blocks flatter than this (8-bit levels) carry no structure to match
+
+
+def _cv2():
+    try:
+        import cv2
+    except ImportError:
+        raise NotApplicable("OpenCV is not installed (pip install 'span-forensics[layers]')") from None
+    return cv2
+
+
+def keypoint_groups(rgb: np.ndarray) -> tuple[list[dict], int, int]:
+    """(groups, keypoints found, matches kept after the ratio test): Amerini's pipeline."""
+    cv2 = _cv2()
+    luma = grey(rgb)
+    scale = min(1.0, MAX_SIDE / max(luma.shape))
+    if scale < 1.0:
+        luma = cv2.resize(luma, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    image = np.clip(luma + 0.5, 0, 255).astype(np.uint8)
+    sift = cv2.SIFT_create(nfeatures=MAX_KEYPOINTS)
+    keypoints, descriptors = sift.detectAndCompute(image, None)
+    if descriptors is None or len(keypoints) < 3:
+        return [], len(keypoints or ()), 0
+    points = np.array([kp.pt for kp in keypoints], np.float32)
+    k = min(NEIGHBOURS, len(keypoints))
+    # FLANN's randomised k-d trees: about 4x faster than brute force at a few thousand keypoints.
+    matcher = cv2.FlannBasedMatcher({"algorithm": 1, "trees": 4}, {"checks": 64})
+    knn = matcher.knnMatch(descriptors, descriptors, k=k)
+    pairs = set()
+    for i, neighbours in enumerate(knn):
+        others = [m for m in neighbours if m.trainIdx != i]  # the point itself is (almost always) first
+        distances = [m.distance for m in others]
+        # g2NN: keep neighbours j while d_j / d_{j+1} < RATIO (several copies of one point).
+        for j in range(len(distances) - 1):
+            if distances[j] / max(distances[j + 1], 1e-6) >= RATIO:
+                break
+            other = others[j].trainIdx
+            if other != i and np.hypot(*(points[i] - points[other])) >= MIN_DISTANCE:
+                pairs.add((min(i, other), max(i, other)))
+    if not pairs:
+        return [], len(keypoints), 0
+    pair_array = np.array(sorted(pairs))
+    a, b = points[pair_array[:, 0]], points[pair_array[:, 1]]
+    # Source = the upper-left point of each pair, so one copy's matches all point the same way.
+    swap = (a[:, 1] > b[:, 1]) | ((a[:, 1] == b[:, 1]) & (a[:, 0] > b[:, 0]))
+    source = np.where(swap[:, None], b, a)
+    target = np.where(swap[:, None], a, b)
+    groups = []
+    remaining = np.arange(len(source))
+    while len(remaining) >= MIN_INLIERS and len(groups) < MAX_GROUPS:
+        transform, inliers = cv2.estimateAffinePartial2D(
+            source[remaining], target[remaining], method=cv2.RANSAC, ransacReprojThreshold=RANSAC_PX,
+            maxIters=2000, confidence=0.99)
+        if transform is None:
+            break
+        mask = inliers.ravel().astype(bool)
+        if mask.sum() < MIN_INLIERS:
+            break
+        chosen = remaining[mask]
+        remaining = remaining[~mask]
+        shift = transform[:, 2]
+        if np.hypot(*shift) < MIN_DISTANCE and abs(transform[0, 1]) < 0.05:
+            continue  # an identity-like transform: repeated texture in place, not a copy
+        groups.append({
+            "source": source[chosen] / scale,
+            "target": target[chosen] / scale,
+            "transform": _describe(transform, scale),
+        })
+    return groups, len(keypoints), len(pairs)
+
+
+def _describe(transform: np.ndarray, scale: float) -> dict:
+    """A 2x3 similarity in photo pixels (undoing the working scale), with its readable parts."""
+    matrix = transform.astype(np.float64).copy()
+    matrix[:, 2] /= scale
+    factor = float(np.hypot(matrix[0, 0], matrix[1, 0]))
+    return {
+        "matrix": [[round(float(v), 5) for v in row] for row in matrix],
+        "translation": [round(float(matrix[0, 2]), 1), round(float(matrix[1, 2]), 1)],
+        "rotation_degrees": round(float(np.degrees(np.arctan2(matrix[1, 0], matrix[0, 0]))), 2),
+        "scale": round(factor, 4),
+    }
+
+
+def _dct_basis(size: int = BLOCK) -> np.ndarray:
+    """Orthonormal DCT-II matrix (rows: frequencies)."""
+    n = np.arange(size)
+    basis = np.cos(np.pi * (2 * n[None, :] + 1) * n[:, None] / (2 * size)) * np.sqrt(2.0 / size)
+    basis[0] /= np.sqrt(2.0)
+    return basis
+
+
+_ZIGZAG = [(0, 0), (0, 1), (1, 0), (2, 0), (1, 1), (0, 2), (0, 3), (1, 2), (2, 1), (3, 0)]
+
+
+def dense_matches(rgb: np.ndarray) -> tuple[np.ndarray, list[dict]]:
+    """(mask at photo size, shifts found): Fridrich's exact-match block pass on quantised DCT features."""
+    cv2 = _cv2()
+    luma = grey(rgb)
+    height, width = luma.shape
+    scale = min(1.0, DENSE_SIDE / max(height, width))
+    small = cv2.resize(luma, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else luma
+    windows = np.lib.stride_tricks.sliding_window_view(small, (BLOCK, BLOCK))[::STEP, ::STEP]
+    rows, cols = windows.shape[:2]
+    blocks = windows.reshape(rows * cols, BLOCK, BLOCK)
+    basis = _dct_basis()
+    coefficients = basis @ blocks @ basis.T
+    features = np.stack([coefficients[:, u, v] for u, v in _ZIGZAG[:DCT_KEEP]], axis=1)
+    quantised = np.round(features / DCT_QUANT).astype(np.int32)
+    keep = blocks.std(axis=(1, 2)) >= MIN_BLOCK_STD
+    positions = np.stack(np.meshgrid(np.arange(rows) * STEP, np.arange(cols) * STEP, indexing="ij"), -1).reshape(-1, 2)
+    index = np.flatnonzero(keep)
+    mask = np.zeros((height, width), bool)
+    if len(index) < 2:
+        return mask, []
+    order = index[np.lexsort(quantised[index].T[::-1])]
+    same = np.all(quantised[order[1:]] == quantised[order[:-1]], axis=1)
+    first, second = order[:-1][same], order[1:][same]
+    shifts = positions[second] - positions[first]
+    flip = (shifts[:, 0] < 0) | ((shifts[:, 0] == 0) & (shifts[:, 1] < 0))
+    shifts[flip] *= -1
+    first, second = np.where(flip, second, first), np.where(flip, first, second)
+    long_enough = np.hypot(shifts[:, 0], shifts[:, 1]) >= MIN_SHIFT
+    votes = Counter(map(tuple, shifts[long_enough]))
+    needed = max(24, int(MIN_VOTES_FRACTION * rows * cols))
+    found = []
+    for shift, count in votes.most_common(MAX_GROUPS):
+        if count < needed:
+            break
+        chosen = long_enough & np.all(shifts == np.array(shift), axis=1)
+        for block_index in np.concatenate([first[chosen], second[chosen]]):
+            y, x = positions[block_index] / scale
+            mask[int(y):int(np.ceil(y + BLOCK / scale)), int(x):int(np.ceil(x + BLOCK / scale))] = True
+        found.append({"shift": [round(float(shift[1] / scale), 1), round(float(shift[0] / scale), 1)],
+                      "blocks": int(count)})
+    return mask, found
+
+
+def _hull(points: np.ndarray) -> list[list[float]]:
+    cv2 = _cv2()
+    hull = cv2.convexHull(points.astype(np.float32)).reshape(-1, 2)
+    return [[round(float(x), 1), round(float(y), 1)] for x, y in hull]
+
+
+def analyse(photo: Photo, dense: bool = True) -> LayerResult:
+    cv2 = _cv2()
+    height, width = photo.rgb.shape[:2]
+    groups, n_keypoints, n_matches = keypoint_groups(photo.rgb)
+    canvas = np.zeros((height, width), np.uint8)
+    regions = []
+    for group in groups:
+        source_polygon, target_polygon = _hull(group["source"]), _hull(group["target"])
+        for polygon in (source_polygon, target_polygon):
+            if len(polygon) >= 3:
+                cv2.fillPoly(canvas, [np.round(np.array(polygon)).astype(np.int32)], 1)
+        step = max(1, len(group["source"]) // MAX_MATCHES_DRAWN)
+        regions.append({
+            "source_polygon": source_polygon,
+            "target_polygon": target_polygon,
+            "transform": group["transform"],
+            "n_matches": len(group["source"]),
+            "matches": [[round(float(s[0]), 1), round(float(s[1]), 1), round(float(t[0]), 1), round(float(t[1]), 1)]
+                        for s, t in zip(group["source"][::step], group["target"][::step])],
+        })
+    dense_found: list[dict] = []
+    if dense:
+        dense_mask, dense_found = dense_matches(photo.rgb)
+        canvas[dense_mask] = 1
+    summary = {
+        "n_keypoints": n_keypoints,
+        "n_matches": n_matches,
+        "n_regions": len(regions),
+        "regions": regions,
+        "dense_shifts": dense_found,
+        "copied_fraction": round(float(canvas.mean()), 4),
+        "found": bool(regions or dense_found),
+    }
+    return LayerResult(name=NAME, applicable=True, summary=summary, heatmap=canvas.astype(np.float32))
