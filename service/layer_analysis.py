@@ -1,4 +1,4 @@
-"""One image -> every forensic layer asked for: the answer of POST /v1/analyze and `span scan --layers`.
+"""One image -> every forensic layer asked for: the answer of POST /v1/analyze.
 
 The upload is decoded once (same decoder, limits and pixel budget as /v1/localize); the model's
 heatmap (layer `span`) goes through the engine's queue and batcher while the other layers run
