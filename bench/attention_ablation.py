@@ -56,8 +56,10 @@ from models import synthesis
 from models.attention import ATTENTION_BLOCKS
 from models.export import export_onnx, onnx_parity
 from models.layers import tf1_bilinear_resize
+from models.losses import localisation_loss
 from models.span import Span, SpanConfig
-from models.train import Stage2Settings, localisation_loss, lr_at
+from models.train import lr_at
+from models.train_config import Stage2Settings
 from service.decode import decode_image
 from service.evaluation.benchmark import read_benchmark, read_mask
 from spancore.scoring import roc_auc

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from models.synthesis import camera_splice, list_cameras, load_photo_full, sample_rng
+from models.sources import list_cameras, load_photo_full
+from models.synthesis import camera_splice, sample_rng
 
 FIELDS = ("id", "image", "mask", "dataset", "kind", "width", "height", "tampered_fraction", "license")
 

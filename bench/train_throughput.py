@@ -15,8 +15,10 @@ import time
 import torch
 
 from models import synthesis
+from models.devices import pick_amp
+from models.losses import localisation_loss
 from models.span import Span, SpanConfig
-from models.train import ManipulationClassifier, localisation_loss, pick_amp
+from models.train import ManipulationClassifier
 
 
 def step_time(stage: int, preset: str, batch: int, patch: int, amp: str, device: torch.device, repeats: int) -> float:

@@ -172,7 +172,7 @@ CALIBRATION_SIZE = (320, 240)
 
 def calibration_photos() -> list[Path]:
     """The int8 calibration set from the shared data (empty where the data is absent)."""
-    from models.synthesis import shared_data_dir
+    from models.sources import shared_data_dir
 
     return sorted((shared_data_dir() / "photos" / "bsds500" / "train").glob("*.jpg"))[:CALIBRATION_PHOTOS]
 

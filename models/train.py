@@ -22,12 +22,10 @@ the sampler at s × batch size: a resumed run sees the same samples as an unbrok
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,94 +35,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from models import synthesis
+from models.devices import pick_amp, pick_device
 from models.layers import tf1_bilinear_resize
+from models.losses import localisation_loss, operating_point
+from models.operations import STAGE1_CLASS_NAMES
 from models.span import Featex, Span, SpanConfig
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-# ----------------------------------------------------------------------------- settings
-
-@dataclass
-class StageSettings:
-    steps: int = 1000
-    batch_size: int = 16
-    patch: int = 256                # training patch side in pixels
-    lr: float = 3e-4                # peak learning rate (AdamW), linear warm-up then cosine decay
-    min_lr_ratio: float = 0.05      # final lr = lr * min_lr_ratio
-    warmup_steps: int = 50
-    weight_decay: float = 1e-4
-    grad_clip: float = 1.0
-    log_every: int = 10
-    minutes: float | None = None    # wall-clock budget of the stage (training time); None: steps only
-
-
-@dataclass
-class Stage1Settings(StageSettings):
-    half_prob: float = 0.3          # share of patches where the operation covers one half only
-    val_samples: int = 400          # BSDS-val patches scored at the end of the stage (0: none)
-
-
-@dataclass
-class Stage2Settings(StageSettings):
-    dice_weight: float = 0.5        # loss = BCE + dice_weight * soft Dice (0: BCE only)
-    val_every: int = 200
-    val_samples: int = 64
-    val_patch: int | None = None    # default: the training patch
-    kind_weights: dict[str, float] | None = None  # default: synthesis.DEFAULT_KIND_WEIGHTS
-    recipe: dict[str, Any] | None = None  # synthesis.Recipe fields (default: the original stream)
-    pos_weight: float = 1.0         # BCE weight of manipulated pixels (they are the minority)
-
-
-@dataclass
-class TrainConfig:
-    name: str
-    span: dict[str, Any] = field(default_factory=lambda: {"preset": "slim"})  # preset + SpanConfig overrides
-    stage1: Stage1Settings = field(default_factory=Stage1Settings)
-    stage2: Stage2Settings = field(default_factory=Stage2Settings)
-    featex_checkpoint: str | None = None  # skip stage 1: start from this featex.pt
-    init_checkpoint: str | None = None    # skip stage 1: start stage 2 from this model (a run's final.pt)
-    seed: int = 0
-    device: str = "auto"            # auto | cpu | cuda | cuda:N
-    amp: str = "auto"               # auto | bf16 | fp16 | off (auto: bf16 where supported, fp16 on older GPUs)
-    num_workers: int = 2            # DataLoader workers synthesising forgeries
-    threads: int | None = None      # torch intra-op threads (CPU); None: torch's default
-    checkpoint_minutes: float = 3.0
-    runs_dir: str = "runs"
-    data_dir: str | None = None     # default: ../shared/data (or SPAN_SHARED_DATA)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        data = dict(data)
-        _check_keys(cls, data, "config")
-        for key, kind in (("stage1", Stage1Settings), ("stage2", Stage2Settings)):
-            if key in data:
-                _check_keys(kind, data[key], key)
-                data[key] = kind(**data[key])
-        return cls(**data)
-
-    @classmethod
-    def load(cls, path: str | Path) -> TrainConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def span_config(self) -> SpanConfig:
-        spec = dict(self.span)
-        base = SpanConfig.preset(spec.pop("preset", "slim"))
-        return SpanConfig.from_dict({**base.to_dict(), **spec})
-
-    @property
-    def run_dir(self) -> Path:
-        root = Path(self.runs_dir)
-        return (root if root.is_absolute() else REPO_ROOT / root) / self.name
-
-
-def _check_keys(kind: type, data: dict[str, Any], where: str) -> None:
-    unknown = set(data) - {f.name for f in dataclasses.fields(kind)}
-    if unknown:
-        raise ValueError(f"unknown {where} settings: {sorted(unknown)}")
+from models.train_config import REPO_ROOT, Stage1Settings, StageSettings, TrainConfig
+from models.train_plot import plot_log
 
 
 # ----------------------------------------------------------------------------- stage-1 model
@@ -175,53 +92,6 @@ def calibrate_featex(featex: Featex, images: torch.Tensor) -> None:
             layer.weight.div_(std.view(-1, 1, 1, 1))
             layer.bias.sub_(mean).div_(std)
         h = layer(h)
-
-
-# ----------------------------------------------------------------------------- losses
-
-def grid_target(mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """The mask on the working grid: area average when shrinking (soft edges), bilinear otherwise."""
-    if mask.shape[-2] >= grid[0] and mask.shape[-1] >= grid[1]:
-        return F.interpolate(mask, size=grid, mode="area")
-    return F.interpolate(mask, size=grid, mode="bilinear", align_corners=False)
-
-
-def localisation_loss(logits: torch.Tensor, mask: torch.Tensor, dice_weight: float,
-                      pos_weight: float = 1.0) -> tuple[torch.Tensor, dict]:
-    """Pixel BCE plus batch-level soft Dice, on the working grid (where the head decides).
-    Dice over the whole batch, not per image, so pristine (empty) masks do not blow it up."""
-    logits = logits.float()
-    target = grid_target(mask, tuple(logits.shape[-2:]))
-    weight = None if pos_weight == 1.0 else torch.tensor(pos_weight, device=logits.device)
-    bce = F.binary_cross_entropy_with_logits(logits, target, pos_weight=weight)
-    prob = torch.sigmoid(logits)
-    dice = 1 - (2 * (prob * target).sum() + 1) / (prob.sum() + target.sum() + 1)
-    return bce + dice_weight * dice, {"bce": bce.item(), "dice": dice.item()}
-
-
-# ----------------------------------------------------------------------------- devices and precision
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def pick_amp(name: str, device: torch.device) -> torch.dtype | None:
-    """bf16 where the hardware has it (no loss scaling needed), fp16 + GradScaler on older
-    GPUs, nothing when off. On CPU, auto means bf16: measured 2x faster for Featex on this
-    AVX512-BF16 machine and neutral for the attention part (docs/training.md)."""
-    if name == "off":
-        return None
-    if name == "fp16":
-        return torch.float16
-    if name == "bf16":
-        return torch.bfloat16
-    if name != "auto":
-        raise ValueError(f"amp must be auto, bf16, fp16 or off, not {name!r}")
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16
 
 
 # ----------------------------------------------------------------------------- the run
@@ -423,7 +293,7 @@ def evaluate_classification(classifier: ManipulationClassifier, run: Run, s: Sta
         labels += [y for _, y in items]
     labels, predictions = np.array(labels), np.array(predictions)
     per_class = {name: round(float((predictions[labels == k] == k).mean()), 3)
-                 for k, name in enumerate(synthesis.STAGE1_CLASS_NAMES) if (labels == k).any()}
+                 for k, name in enumerate(STAGE1_CLASS_NAMES) if (labels == k).any()}
     return {"val_accuracy": float((labels == predictions).mean()), "val_accuracy_by_class": per_class}
 
 
@@ -476,20 +346,6 @@ def evaluate_localisation(span: Span, images: torch.Tensor, masks: torch.Tensor,
         "val_pixel_auc_pooled": roc_auc(heat, truth),
         "val_image_auc": roc_auc(scores, truth.reshape(len(truth), -1).any(1)),
     }
-
-
-def operating_point(heatmaps: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
-    """The decision threshold with the best pixel F1 over all validation pixels (forged and
-    pristine photos pooled, as a deployment meets them), on a 0.01 grid; and that F1. The
-    exported manifest carries it as the service's default threshold (never chosen on dev)."""
-    from spancore.scoring import Confusion
-
-    best = (0.5, -1.0)
-    for threshold in np.round(np.arange(0.05, 0.96, 0.01), 2):
-        f1 = Confusion.of(heatmaps >= threshold, truth).f1() or 0.0
-        if f1 > best[1]:
-            best = (float(threshold), float(f1))
-    return best
 
 
 def frozen_featex_logits(span: Span, image: torch.Tensor, run: Run, cues: torch.Tensor | None = None) -> torch.Tensor:
@@ -614,51 +470,6 @@ def finish(run: Run, span: Span) -> Path:
     run.log(event="finished", final=str(final), **{k: v for k, v in validation.items() if k.startswith("val_")})
     return final
 
-
-def _running_mean(values: list[float]) -> np.ndarray:
-    window = max(1, len(values) // 15)
-    cumulative = np.cumsum(np.insert(np.asarray(values, dtype=float), 0, 0.0))
-    counts = np.minimum(np.arange(1, len(values) + 1), window)
-    return (cumulative[1:] - cumulative[np.arange(len(values)) + 1 - counts]) / counts
-
-
-def plot_log(log_path: Path, out: Path) -> None:
-    """Loss curves of both stages, stage-1 accuracy and stage-2 validation AUC."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
-    # a run that starts from an earlier model (init_checkpoint) has no stage 1: draw its stage 2 alone
-    stages = [stage for stage in (1, 2) if any(r.get("stage") == stage for r in records)] or [1, 2]
-    fig, axes = plt.subplots(1, len(stages), figsize=(5.5 * len(stages), 4), squeeze=False)
-    for ax, stage in zip(axes[0], stages):
-        steps = [r for r in records if r.get("stage") == stage and "loss" in r]
-        x = [r["step"] for r in steps]
-        if steps:  # raw per-batch values faint, their running mean on top
-            ax.plot(x, [r["loss"] for r in steps], color="tab:blue", lw=0.6, alpha=0.35)
-            ax.plot(x, _running_mean([r["loss"] for r in steps]), color="tab:blue", lw=1.5, label="train loss")
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss")
-        ax.set_title("stage 1: operation classification" if stage == 1 else "stage 2: localisation")
-        twin = ax.twinx()
-        if stage == 1 and steps:
-            twin.plot(x, _running_mean([r["accuracy"] for r in steps]), color="tab:orange", lw=1.5,
-                      label="train accuracy (running mean)")
-            twin.set_ylabel("accuracy")
-        vals = [r for r in records if r.get("stage") == stage and r.get("val_pixel_auc") is not None]
-        if vals:
-            twin.plot([r["step"] for r in vals], [r["val_pixel_auc"] for r in vals], "o-", color="tab:green",
-                      label="val pixel AUC")
-            twin.set_ylabel("validation pixel AUC")
-        twin.set_ylim(0, 1)
-        lines = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
-        if lines:
-            ax.legend(lines, [h.get_label() for h in lines], loc="upper right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
 
 
 if __name__ == "__main__":  # python -m models.train --config ... (where the `span` command is not installed)

@@ -34,9 +34,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from models import synthesis
+from models import shapes, synthesis
 from models.deepfill import DeepFillConfig, DeepFillGenerator, PatchDiscriminator, hinge_d_loss, hinge_g_loss
-from models.train import REPO_ROOT, Run, _running_mean
+from models.train import REPO_ROOT, Run
+from models.train_plot import _running_mean
 from spancore import holes
 
 
@@ -125,7 +126,7 @@ def scene_crop(rng: np.random.Generator, photo: synthesis.Photo, size: int) -> t
 def object_hole(rng: np.random.Generator, seg: np.ndarray | None, lo: float = 0.03, hi: float = 0.3) -> np.ndarray | None:
     """A BSDS object shape (one segment, area lo..hi of the crop), dilated 1-4 px as a removal
     mask covers an object's rim; None when the crop has no such segment."""
-    m = synthesis.segment_shape(rng, seg, lo, hi)
+    m = shapes.segment_shape(rng, seg, lo, hi)
     if m is None:
         return None
     r = int(rng.integers(1, 5))

@@ -9,6 +9,7 @@ import pytest
 pytest.importorskip("torch")
 from PIL import Image  # noqa: E402
 
+from models import operations, shapes, sources  # noqa: E402
 from models import synthesis as syn  # noqa: E402
 
 SIZE = 128
@@ -25,7 +26,7 @@ def _near(mask: np.ndarray, radius: int) -> np.ndarray:
 
 
 def test_splits_keep_bsds_test_out_and_skip_hostile_files():
-    data = syn.shared_data_dir() / "photos"
+    data = sources.shared_data_dir() / "photos"
     train, val = syn.list_photos("train"), syn.list_photos("val")
     for photo in train + val:
         assert "bsds500/test" not in photo.path.as_posix()
@@ -41,7 +42,7 @@ def test_splits_keep_bsds_test_out_and_skip_hostile_files():
 
 
 def test_bsds_test_files_are_never_opened(monkeypatch):
-    test_stems = {p.stem for p in (syn.shared_data_dir() / "photos" / "bsds500" / "test").glob("*.jpg")}
+    test_stems = {p.stem for p in (sources.shared_data_dir() / "photos" / "bsds500" / "test").glob("*.jpg")}
     assert test_stems
     opened: list[str] = []
     real_open = Image.open
@@ -51,9 +52,9 @@ def test_bsds_test_files_are_never_opened(monkeypatch):
         return real_open(fp, *args, **kwargs)
 
     monkeypatch.setattr(Image, "open", spy)
-    syn.load_photo.cache_clear()
-    syn.load_segments.cache_clear()
-    syn._usable.cache_clear()
+    sources.load_photo.cache_clear()
+    sources.load_segments.cache_clear()
+    sources._usable.cache_clear()
     forgeries = syn.ForgeryDataset("train", size=SIZE, seed=11)
     patches = syn.ManipulationTypeDataset("val", size=SIZE, seed=11)
     for i in range(12):
@@ -101,7 +102,7 @@ def test_each_kind_edits_inside_its_mask_only(kind, val_photos):
         assert 0.003 < f.mask.mean() < 0.6, f.mask.mean()
         diff = np.abs(f.image.astype(int) - f.original.astype(int)).max(axis=2)
         # a feathered edge may reach FEATHER_MAX_RADIUS px past the mask, never further
-        assert diff[~_near(f.mask, syn.FEATHER_MAX_RADIUS + 1)].max(initial=0) == 0
+        assert diff[~_near(f.mask, shapes.FEATHER_MAX_RADIUS + 1)].max(initial=0) == 0
         assert diff[f.mask >= 0.5].mean() > 1.0  # and the region really changed
 
 
@@ -112,7 +113,7 @@ def test_resizing_keeps_the_mask_aligned(val_photos):
         assert f.image.shape == (SIZE, SIZE, 3) and f.mask.shape == (SIZE, SIZE)
         diff = np.abs(f.image.astype(int) - f.original.astype(int)).max(axis=2)
         # interpolation kernels reach at most ~4 output px past the (rescaled) feather
-        assert diff[~_near(f.mask, syn.FEATHER_MAX_RADIUS + 5)].max(initial=0) == 0
+        assert diff[~_near(f.mask, shapes.FEATHER_MAX_RADIUS + 5)].max(initial=0) == 0
         assert diff[f.mask >= 0.5].mean() > 1.0
 
 
@@ -125,7 +126,7 @@ def test_misaligned_double_jpeg_differs_from_aligned():
 
 
 def test_stage1_patches_carry_their_operation(val_photos):
-    names = syn.STAGE1_CLASS_NAMES
+    names = operations.STAGE1_CLASS_NAMES
     assert len(set(names)) == len(names) and names[0] == "pristine"
     for label, cls in enumerate(syn.STAGE1_CLASSES):
         crop, _ = syn.labelled_patch(syn.sample_rng(4, label), val_photos, SIZE, half_prob=0.0, label=0)

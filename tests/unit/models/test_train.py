@@ -232,7 +232,8 @@ def test_calibration_centres_and_scales_featex(tmp_path):
 
 def test_validation_scores_the_shipped_map_the_right_way_round(tmp_path):
     """An oracle whose grid logits are the (downsampled) truth scores ~1, its negation ~0."""
-    from models.train import Run, evaluate_localisation, grid_target
+    from models.losses import grid_target
+    from models.train import Run, evaluate_localisation
 
     run = Run(tiny_config(tmp_path), resume=False)
     forgeries = synthesis.ForgeryDataset("val", size=64, seed=4, kind_weights={"splice": 1.0, "pristine": 1.0})

@@ -1,0 +1,97 @@
+"""The training config (models/configs/*.json) of models/train.py: per-stage settings and
+the run's :class:`TrainConfig`, read from JSON with unknown keys refused."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from models.span import SpanConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------- settings
+
+@dataclass
+class StageSettings:
+    steps: int = 1000
+    batch_size: int = 16
+    patch: int = 256                # training patch side in pixels
+    lr: float = 3e-4                # peak learning rate (AdamW), linear warm-up then cosine decay
+    min_lr_ratio: float = 0.05      # final lr = lr * min_lr_ratio
+    warmup_steps: int = 50
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    log_every: int = 10
+    minutes: float | None = None    # wall-clock budget of the stage (training time); None: steps only
+
+
+@dataclass
+class Stage1Settings(StageSettings):
+    half_prob: float = 0.3          # share of patches where the operation covers one half only
+    val_samples: int = 400          # BSDS-val patches scored at the end of the stage (0: none)
+
+
+@dataclass
+class Stage2Settings(StageSettings):
+    dice_weight: float = 0.5        # loss = BCE + dice_weight * soft Dice (0: BCE only)
+    val_every: int = 200
+    val_samples: int = 64
+    val_patch: int | None = None    # default: the training patch
+    kind_weights: dict[str, float] | None = None  # default: synthesis.DEFAULT_KIND_WEIGHTS
+    recipe: dict[str, Any] | None = None  # synthesis.Recipe fields (default: the original stream)
+    pos_weight: float = 1.0         # BCE weight of manipulated pixels (they are the minority)
+
+
+@dataclass
+class TrainConfig:
+    name: str
+    span: dict[str, Any] = field(default_factory=lambda: {"preset": "slim"})  # preset + SpanConfig overrides
+    stage1: Stage1Settings = field(default_factory=Stage1Settings)
+    stage2: Stage2Settings = field(default_factory=Stage2Settings)
+    featex_checkpoint: str | None = None  # skip stage 1: start from this featex.pt
+    init_checkpoint: str | None = None    # skip stage 1: start stage 2 from this model (a run's final.pt)
+    seed: int = 0
+    device: str = "auto"            # auto | cpu | cuda | cuda:N
+    amp: str = "auto"               # auto | bf16 | fp16 | off (auto: bf16 where supported, fp16 on older GPUs)
+    num_workers: int = 2            # DataLoader workers synthesising forgeries
+    threads: int | None = None      # torch intra-op threads (CPU); None: torch's default
+    checkpoint_minutes: float = 3.0
+    runs_dir: str = "runs"
+    data_dir: str | None = None     # default: ../shared/data (or SPAN_SHARED_DATA)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        data = dict(data)
+        _check_keys(cls, data, "config")
+        for key, kind in (("stage1", Stage1Settings), ("stage2", Stage2Settings)):
+            if key in data:
+                _check_keys(kind, data[key], key)
+                data[key] = kind(**data[key])
+        return cls(**data)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def span_config(self) -> SpanConfig:
+        spec = dict(self.span)
+        base = SpanConfig.preset(spec.pop("preset", "slim"))
+        return SpanConfig.from_dict({**base.to_dict(), **spec})
+
+    @property
+    def run_dir(self) -> Path:
+        root = Path(self.runs_dir)
+        return (root if root.is_absolute() else REPO_ROOT / root) / self.name
+
+
+def _check_keys(kind: type, data: dict[str, Any], where: str) -> None:
+    unknown = set(data) - {f.name for f in dataclasses.fields(kind)}
+    if unknown:
+        raise ValueError(f"unknown {where} settings: {sorted(unknown)}")
