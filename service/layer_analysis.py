@@ -33,13 +33,14 @@ def photo_from(data: bytes, decoded: DecodedImage) -> Photo:
     return Photo(data=data, rgb=decoded.rgb, format=decoded.metadata.format, orientation=decoded.metadata.orientation)
 
 
-def model_layer(heatmap: np.ndarray, settings: Settings, milliseconds: float) -> LayerResult:
-    """The model's heatmap as a layer section: the same score and fraction as /v1/localize."""
+def model_layer(heatmap: np.ndarray, threshold: float, milliseconds: float) -> LayerResult:
+    """The model's heatmap as a layer section: the same score and fraction as /v1/localize
+    (`threshold` is the engine's decision threshold: SPAN_THRESHOLD, else the model's own)."""
     return LayerResult(
         name=MODEL_LAYER, applicable=True, heatmap=heatmap, milliseconds=milliseconds,
         summary={"score": round(image_score(heatmap), 6),
-                 "tampered_fraction": round(tampered_fraction(heatmap, settings.threshold), 6),
-                 "threshold": settings.threshold},
+                 "tampered_fraction": round(tampered_fraction(heatmap, threshold), 6),
+                 "threshold": threshold},
     )
 
 
@@ -80,7 +81,8 @@ def analyze_layers(data: bytes, names: tuple[str, ...], settings: Settings, engi
     if MODEL_LAYER in names and engine is not None:
         model_started = time.perf_counter()
         heatmap = engine.predict(decoded.rgb)
-        results[MODEL_LAYER] = model_layer(heatmap, settings, _ms(model_started))
+        threshold = engine.manifest.decision_threshold(settings.threshold)
+        results[MODEL_LAYER] = model_layer(heatmap, threshold, _ms(model_started))
         model = engine.manifest.model_info()
     timings["layers"] = _ms(layers_started)
     return answer(decoded, _in_order(results, names), timings, model, started, include_png=include_png)
@@ -138,7 +140,8 @@ async def _analyze(data: bytes, names: tuple[str, ...], engine: Engine, settings
             raise  # the server's condition, not this file's: the request's error, as on /v1/localize
         except EngineError as error:
             return LayerResult.not_applicable(MODEL_LAYER, f"the model failed on this image: {error}")
-        return await asyncio.to_thread(model_layer, heatmap, settings, _ms(model_started))
+        threshold = engine.manifest.decision_threshold(settings.threshold)
+        return await asyncio.to_thread(model_layer, heatmap, threshold, _ms(model_started))
 
     layers_started = time.perf_counter()
     results, span = await asyncio.gather(layers(), model())
