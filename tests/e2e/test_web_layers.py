@@ -13,7 +13,7 @@ from PIL import Image
 
 from service.layers.base import decode_base64url
 from service.render import INFERNO
-from spancore.testing import EXIF_SAMPLES
+from spancore.testing import EXIF_SAMPLES, ROOT
 from test_web import ARTIFACTS, canvas_pixels, sync_api, pytestmark, browser, page  # noqa: F401 - fixtures
 
 PHOTO = EXIF_SAMPLES / "jpg" / "gps" / "DSCN0010.jpg"  # Nikon COOLPIX P6000, 640x480, EXIF thumbnail
@@ -99,8 +99,17 @@ def test_layer_switch_draws_the_servers_maps_and_copy_move_lines(page, live_serv
 
 
 def test_provenance_panel_for_signed_and_tampered_files(page, live_server, tmp_path):
-    c2pa_tests = pytest.importorskip("test_content_credentials")
+    import importlib.util
     import inspect
+
+    pytest.importorskip("c2pa")
+    pytest.importorskip("cryptography")
+    # The signing helpers of the C2PA unit tests (tests/unit/service/layers/), loaded by path:
+    # that folder is not on sys.path when only tests/e2e is collected.
+    spec = importlib.util.spec_from_file_location(
+        "c2pa_signing_helpers", ROOT / "tests" / "unit" / "service" / "layers" / "test_content_credentials.py")
+    c2pa_tests = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(c2pa_tests)
 
     pem = inspect.unwrap(c2pa_tests.signer_pem)()
     data, _ = c2pa_tests._jpeg(7)
