@@ -1,6 +1,6 @@
 """Security headers on every answer, page and API alike (pure ASGI middleware).
 
-The page (service/static) loads only its own app.js and style.css, so its policy allows
+The page (service/static) loads only its own scripts and stylesheets, so its policy allows
 nothing else: no inline script, nothing from another origin. FastAPI's /docs and /redoc pages
 are the exception: they are inline HTML that loads Swagger UI / ReDoc from a CDN, so they get
 a policy that allows that CDN and their inline bootstrap script, and nothing more.
