@@ -125,7 +125,14 @@ def test_committed_weights_verify_run_and_say_whether_trained():
     assert SpanConfig.from_dict(checkpoint["config"]) == SpanConfig.from_dict(manifest.architecture)
     assert checkpoint["trained"] == manifest.trained
     session = ort.InferenceSession(str(manifest.onnx_path), providers=["CPUExecutionProvider"])
-    (heatmap,) = session.run(["heatmap"], {"image": np.full((1, 3, 17, 9), 128.0, np.float32)})
+    rgb = np.full((17, 9, 3), 128, np.uint8)
+    feeds = {"image": rgb.transpose(2, 0, 1)[None].astype(np.float32)}
+    if manifest.cues:  # the second input the service computes (spancore.cues)
+        from spancore.cues import compute_cues
+
+        feeds["cues"] = compute_cues(rgb)[None]
+    assert [i.name for i in session.get_inputs()] == list(feeds)
+    (heatmap,) = session.run(["heatmap"], feeds)
     assert heatmap.shape == (1, 1, 17, 9) and 0 <= heatmap.min() <= heatmap.max() <= 1
 
 
