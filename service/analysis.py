@@ -135,8 +135,8 @@ def _finish(
     return Analysis(
         heatmap=heatmap,
         score=image_score(heatmap),
-        tampered_fraction=tampered_fraction(heatmap, engine.manifest.decision_threshold(settings.threshold)),
-        threshold=engine.manifest.decision_threshold(settings.threshold),
+        tampered_fraction=tampered_fraction(heatmap, engine.threshold),
+        threshold=engine.threshold,
         metadata=decoded.metadata,
         model=engine.manifest.model_info(),
         timings_ms=timings,

@@ -141,6 +141,11 @@ class Engine:
         return cls(session, manifest, settings)
 
     @property
+    def threshold(self) -> float:
+        """The decision threshold of every answer: SPAN_THRESHOLD, else the model's operating point."""
+        return self.manifest.decision_threshold(self.settings.threshold)
+
+    @property
     def provider(self) -> str:
         """The execution provider that runs the model (the first one ORT kept)."""
         return self.providers_in_use[0]

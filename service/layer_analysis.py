@@ -81,8 +81,7 @@ def analyze_layers(data: bytes, names: tuple[str, ...], settings: Settings, engi
     if MODEL_LAYER in names and engine is not None:
         model_started = time.perf_counter()
         heatmap = engine.predict(decoded.rgb)
-        results[MODEL_LAYER] = model_layer(heatmap, engine.manifest.decision_threshold(settings.threshold),
-                                           _ms(model_started))
+        results[MODEL_LAYER] = model_layer(heatmap, engine.threshold, _ms(model_started))
         model = engine.manifest.model_info()
     timings["layers"] = _ms(layers_started)
     return answer(decoded, _in_order(results, names), timings, model, started, include_png=include_png)
@@ -140,8 +139,7 @@ async def _analyze(data: bytes, names: tuple[str, ...], engine: Engine, settings
             raise  # the server's condition, not this file's: the request's error, as on /v1/localize
         except EngineError as error:
             return LayerResult.not_applicable(MODEL_LAYER, f"the model failed on this image: {error}")
-        threshold = engine.manifest.decision_threshold(settings.threshold)
-        return await asyncio.to_thread(model_layer, heatmap, threshold, _ms(model_started))
+        return await asyncio.to_thread(model_layer, heatmap, engine.threshold, _ms(model_started))
 
     layers_started = time.perf_counter()
     results, span = await asyncio.gather(layers(), model())

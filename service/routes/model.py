@@ -22,5 +22,5 @@ async def model(service: ServiceDep) -> dict:
         "providers_in_use": engine.providers_in_use,
         "providers_configured": settings.providers,
         "large_image_policy": settings.large_image_policy,
-        "threshold": engine.manifest.decision_threshold(settings.threshold),
+        "threshold": engine.threshold,
     }

@@ -23,6 +23,8 @@ def client_for():
     """client_for(router, engine=None, **settings) -> (TestClient, Service)."""
     def build(router: APIRouter, engine: StandInEngine | None = None, **settings) -> tuple[TestClient, Service]:
         service = Service(Settings(warmup=False, **settings), engine)
+        if engine is not None:
+            engine.settings = service.settings
         app = FastAPI()
         app.state.service = service
         add_error_handlers(app, service.settings)

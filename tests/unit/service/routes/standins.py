@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from service.settings import Settings
 from spancore.weights import WeightsManifest
 
 
@@ -16,3 +17,8 @@ class StandInEngine:
     provider: str = "CPUExecutionProvider"
     provider_as_configured: bool = True
     providers_in_use: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
+    settings: Settings | None = None  # the service's, set by client_for as the real engine holds its own
+
+    @property
+    def threshold(self) -> float:
+        return self.manifest.decision_threshold(self.settings.threshold if self.settings else None)
