@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from service import scan_layers
 from service.decode import InputError, decode_image
-from service.render import heatmap_png
 from service.scan_backends import Backend, Finding, LocalBackend, ScanFailure, ServerBackend
 from service.scan_inputs import ScanInput, ScanUsageError, _is_uri, collect_inputs
 from service.scan_status import ScanExit
@@ -67,6 +67,7 @@ class Outcome:
     overlay: str | None = None
     error_code: str | None = None
     error_message: str | None = None
+    layers: dict[str, Any] | None = None   # the record's layer sections (span scan --layers)
 
     def row(self) -> dict[str, Any]:
         return {
@@ -74,15 +75,20 @@ class Outcome:
             "tampered_fraction": self.tampered_fraction, "width": self.width, "height": self.height,
             "heatmap": self.heatmap, "overlay": self.overlay,
             "error_code": self.error_code, "error_message": self.error_message,
+            **({"layers": self.layers} if self.layers else {}),
         }
 
 
 class Outputs:
     """Where each image's files go, and the record that says they are complete."""
 
-    def __init__(self, out_dir: Path, overlay_format: str):
+    def __init__(self, out_dir: Path, overlay_format: str, layers: Sequence[str] = ()):
         self.out_dir = out_dir
         self.overlay_suffix = ".overlay.jpg" if overlay_format == "jpg" else ".overlay.png"
+        self.layers = tuple(layers)   # span scan --layers: computed beside each heatmap
+
+    def layer_map(self, item: ScanInput, layer: str) -> Path:
+        return self.out_dir / f"{item.key}.{layer}.png"
 
     def heatmap(self, item: ScanInput) -> Path:
         return self.out_dir / f"{item.key}.heatmap.png"
@@ -107,14 +113,20 @@ class Outputs:
             return None   # a damaged record: analyse again
         if record.get("input_sha256") != input_sha256 or record.get("model", {}).get("sha256") != model_sha256:
             return None   # the photo or the model changed since: the old outputs are stale
+        recorded = record.get("layers") if isinstance(record.get("layers"), dict) else None
+        if not scan_layers.has_all(recorded, self.layers):
+            return None   # layers asked for now that the earlier run did not compute
+        if any(isinstance(recorded[name], dict) and recorded[name].get("map") and not self.layer_map(item, name).is_file()
+               for name in self.layers):
+            return None   # a layer's map has gone since
         return Outcome(
             item, "skipped", score=record.get("score"), tampered_fraction=record.get("tampered_fraction"),
             width=record.get("width"), height=record.get("height"),
-            heatmap=self.relative(self.heatmap(item)), overlay=self.relative(self.overlay(item)),
+            heatmap=self.relative(self.heatmap(item)), overlay=self.relative(self.overlay(item)), layers=recorded,
         )
 
     def write(self, item: ScanInput, finding: Finding, rgb: np.ndarray, input_sha256: str,
-              model: dict[str, Any]) -> Outcome:
+              model: dict[str, Any], layers: dict[str, scan_layers.LayerResult] | None = None) -> Outcome:
         from service.render import overlay, overlay_jpeg
 
         heatmap_path, overlay_path = self.heatmap(item), self.overlay(item)
@@ -126,6 +138,14 @@ class Outputs:
             buffer = io.BytesIO()
             Image.fromarray(overlay(rgb, finding.heatmap), mode="RGB").save(buffer, "PNG")
             _write_atomic(overlay_path, buffer.getvalue())
+        sections = None
+        if layers:
+            sections = {}
+            for name, result in layers.items():
+                png = scan_layers.map_png(result)
+                if png is not None:
+                    _write_atomic(self.layer_map(item, name), png)
+                sections[name] = scan_layers.section(result, self.layer_map(item, name).name if png else None)
         record = {
             "record_version": RECORD_VERSION,
             "input": item.path,
@@ -140,12 +160,13 @@ class Outputs:
             "heatmap": heatmap_path.name,
             "overlay": overlay_path.name,
             "created": _now(),
+            **({"layers": sections} if sections is not None else {}),
         }
         _write_atomic(self.record(item), json.dumps(record, indent=2).encode())   # last: marks completion
         return Outcome(
             item, "ok", score=finding.score, tampered_fraction=finding.tampered_fraction,
             width=finding.width, height=finding.height,
-            heatmap=self.relative(heatmap_path), overlay=self.relative(overlay_path),
+            heatmap=self.relative(heatmap_path), overlay=self.relative(overlay_path), layers=sections,
         )
 
 
@@ -192,6 +213,8 @@ def _earlier_rows(out_dir: Path, root: str) -> dict[str, dict[str, Any]]:
         name = row.get("name") if isinstance(row, dict) else None
         if name and (_is_uri(root) or os.path.exists(os.path.join(root, name))):
             kept[name] = {field: row.get(field) for field in SUMMARY_FIELDS}
+            if isinstance(row.get("layers"), dict):
+                kept[name]["layers"] = row["layers"]
     return kept
 
 
@@ -206,7 +229,7 @@ def write_summary(out_dir: Path, rows: Sequence[dict[str, Any]], *, root: str, m
             merged[row["name"]] = row
         else:
             unnamed.append(row)   # an argument that matched nothing: reported by this run only
-    items = [merged[name] for name in sorted(merged)] + unnamed
+    items = [_with_layer_columns(merged[name]) for name in sorted(merged)] + unnamed
     run_counts = _counts(rows)
     summary = {
         "started": started,
@@ -221,13 +244,23 @@ def write_summary(out_dir: Path, rows: Sequence[dict[str, Any]], *, root: str, m
     }
     json_path, csv_path = out_dir / "summary.json", out_dir / "summary.csv"
     _write_atomic(json_path, json.dumps(summary, indent=2).encode())
+    # The layers' headline columns: those of every layer any row of the folder has.
+    fields = [*SUMMARY_FIELDS, *scan_layers.summary_fields({n for row in items for n in row.get("layers") or {}})]
     text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=SUMMARY_FIELDS, lineterminator="\n")
+    writer = csv.DictWriter(text, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for row in items:
-        writer.writerow({k: _csv_safe(row.get(k)) for k in SUMMARY_FIELDS})
+        writer.writerow({k: _csv_safe(row.get(k)) for k in fields})
     _write_atomic(csv_path, text.getvalue().encode())
     return csv_path, json_path, run_counts
+
+
+def _with_layer_columns(row: dict[str, Any]) -> dict[str, Any]:
+    """A summary row with its layers' headline figures beside the model's (the full sections after them)."""
+    if not row.get("layers"):
+        return row
+    fields = {k: v for k, v in row.items() if k != "layers"}
+    return {**fields, **scan_layers.summary_cells(row["layers"]), "layers": row["layers"]}
 
 
 # ----------------------------------------------------------------------------- the scan
@@ -247,6 +280,7 @@ def run_scan(
     overwrite: bool = False,
     progress: bool | None = None,
     outcomes: dict[ScanInput, Outcome] | None = None,
+    layers: Sequence[str] = (),
 ) -> list[Outcome]:
     """Analyse every input, write its outputs, and return the summary rows (in input order).
 
@@ -255,7 +289,7 @@ def run_scan(
     """
     from tqdm import tqdm
 
-    outputs = Outputs(out_dir, overlay_format)
+    outputs = Outputs(out_dir, overlay_format, layers)
     model_sha = backend.model.get("sha256")
     outcomes = {} if outcomes is None else outcomes
     todo: list[ScanInput] = []
@@ -293,27 +327,33 @@ def run_scan(
         while position < len(todo):
             batch = todo[position:position + getattr(backend, "batch_size", 1)]   # the server may lower it
             position += len(batch)
-            loaded = []
+            loaded, contents = [], {}
             for item in batch:
                 try:
-                    loaded.append((item, item.local.read_bytes()))
+                    contents[item] = item.local.read_bytes()
+                    loaded.append((item, contents[item]))
                 except OSError as exc:
                     report(_failed(item, "unreadable", f"cannot read {item.path}: {exc.strerror or exc}"))
             for item, result in backend.analyse(loaded):
-                report(record_result(item, result, outputs, digests[item], backend.model, settings))
+                report(record_result(item, result, outputs, digests[item], backend.model, settings, contents[item]))
     finally:
         bar.close()
     return [outcomes[item] for item in inputs if item in outcomes]
 
 
 def record_result(item: ScanInput, result: Finding | ScanFailure, outputs: Outputs, input_sha256: str,
-                  model: dict[str, Any], settings: Settings) -> Outcome:
-    """Write one analysed image's outputs (or say why it failed): its summary row."""
+                  model: dict[str, Any], settings: Settings, data: bytes) -> Outcome:
+    """Write one analysed image's outputs and the layers asked for (or say why it failed): its summary row."""
     if isinstance(result, ScanFailure):
         return _failed(item, result.code, result.message)
     try:
-        rgb = result.rgb if result.rgb is not None else _decode_for_overlay(item, settings)
-        return outputs.write(item, result, rgb, input_sha256, model)
+        if result.rgb is not None:   # the local engine decoded it already
+            rgb, image_format, orientation = result.rgb, result.metadata.get("format", ""), result.metadata.get("orientation")
+        else:   # a server's answer: the same decoder here, for the overlay and the layers
+            decoded = decode_image(data, max_pixels=settings.max_pixels, min_side=1)
+            rgb, image_format, orientation = decoded.rgb, decoded.metadata.format, decoded.metadata.orientation
+        layers = scan_layers.compute(outputs.layers, data, rgb, image_format, orientation) if outputs.layers else None
+        return outputs.write(item, result, rgb, input_sha256, model, layers)
     except InputError as exc:
         return _failed(item, exc.code, exc.message)
     except OSError as exc:
@@ -332,10 +372,6 @@ def _stop_on_sigterm():
         return None
 
 
-def _decode_for_overlay(item: ScanInput, settings: Settings) -> np.ndarray:
-    return decode_image(item.local.read_bytes(), max_pixels=settings.max_pixels, min_side=1).rgb
-
-
 def scan(
     paths: Sequence[str],
     out_dir: Path,
@@ -349,6 +385,7 @@ def scan(
     timeout_s: float = 600.0,
     settings: Settings | None = None,
     progress: bool | None = None,
+    layers: Sequence[str] = (),
 ) -> int:
     """The whole `span scan`: returns the exit status (service.scan_status.ScanExit)."""
     from service.settings import get_settings
@@ -381,7 +418,7 @@ def scan(
     previous_handler = _stop_on_sigterm()
     try:
         run_scan(inputs, out_dir, backend, settings, overlay_format=overlay_format,
-                 overwrite=overwrite, progress=progress, outcomes=finished)
+                 overwrite=overwrite, progress=progress, outcomes=finished, layers=layers)
     except ScanFailure as exc:   # the server went away mid-scan: keep what is done, say so
         print(f"span scan: {exc.message}; run again to resume", file=sys.stderr)
         interrupted, lost_server = True, True

@@ -4,9 +4,10 @@ The driver (this process) lists the inputs and names them exactly as the local s
 (service.scan_inputs.collect_inputs; URIs through pyarrow's filesystems), then hands Ray Data a table
 of (path, location, name). Ray Data reads each file's bytes in tasks and streams them to a pool
 of actors, each holding one ONNX Runtime session (`Analyser`): it decodes with the service's
-decoder, runs the engine and writes the same heatmap, overlay and `.result.json` record as the
-local scan, to an output folder every worker can reach (a shared filesystem). Rows come back to
-the driver, which writes the merged summary with the local scan's own writer.
+decoder, runs the engine and writes the same heatmap, overlay, layer maps (--layers) and
+`.result.json` record as the local scan, to an output folder every worker can reach (a shared
+filesystem). Rows come back to the driver, which writes the merged summary with the local scan's
+own writer.
 
 Failures: a file that cannot be read or decoded is a failed row, never a failed job. An actor
 whose process dies is restarted and its batch retried (max_restarts / max_task_retries = -1);
@@ -145,14 +146,14 @@ class Analyser:
     """Ray Data actor: one ONNX Runtime session, the local scan's analysis and output writing."""
 
     def __init__(self, settings: Settings, model_sha256: str, out_dir: str, overlay_format: str, overwrite: bool,
-                 started: str):
+                 started: str, layers: tuple[str, ...] = ()):
         self.settings = settings
         self.started = started
         self.backend = LocalBackend(settings)
         if self.backend.model.get("sha256") != model_sha256:   # every node must run the driver's model
             raise RuntimeError(f"this worker's model {settings.model_dir} has sha256 {self.backend.model.get('sha256')}, "
                                f"the driver's has {model_sha256}: install the same weights on every node")
-        self.outputs = Outputs(Path(out_dir), overlay_format)
+        self.outputs = Outputs(Path(out_dir), overlay_format, layers)   # span scan --layers: computed here too
         self.overwrite = overwrite
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
@@ -170,7 +171,7 @@ class Analyser:
                 done.status = "ok"
             return done.row()
         [(_, result)] = self.backend.analyse([(item, data)])
-        return record_result(item, result, self.outputs, digest, self.backend.model, self.settings).row()
+        return record_result(item, result, self.outputs, digest, self.backend.model, self.settings, data).row()
 
     def _written_by_this_scan(self, item: ScanInput) -> bool:
         try:
@@ -218,7 +219,8 @@ def _unreachable(address: str, timeout_s: float = 10.0) -> str | None:
 
 def ray_scan(sources: list[str], out_dir: Path, options: RayOptions, *, overlay_format: str = "jpg",
              overwrite: bool = False, root: str | None = None, settings: Settings | None = None,
-             progress: bool | None = None, on_row: Callable[[dict[str, Any]], None] | None = None) -> int:
+             progress: bool | None = None, on_row: Callable[[dict[str, Any]], None] | None = None,
+             layers: tuple[str, ...] = ()) -> int:
     """The whole `span scan --ray`: same outputs, summary and exit statuses as `service.scan.scan`.
     `on_row` sees each summary row as it arrives (bench/ray_scan.py times them)."""
     from tqdm import tqdm
@@ -295,7 +297,7 @@ def ray_scan(sources: list[str], out_dir: Path, options: RayOptions, *, overlay_
             num_cpus=threads, num_gpus=gpus,
             fn_constructor_kwargs={"settings": actor_settings, "model_sha256": model["sha256"],
                                    "out_dir": str(out_dir.absolute()), "overlay_format": overlay_format,
-                                   "overwrite": overwrite, "started": started},
+                                   "overwrite": overwrite, "started": started, "layers": tuple(layers)},
         )
         with tqdm(total=len(todo), unit="image", file=sys.stderr, dynamic_ncols=True,
                   disable=None if progress is None else not progress) as bar:

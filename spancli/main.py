@@ -137,7 +137,7 @@ def evaluate(
         raise typer.BadParameter("'@' is reserved ('NAME@int8' is written for int8 runs)", param_hint="--record")
     try:
         report = run(benchmark, out=out, threshold=threshold, limit=limit, grid_path=grid, grid_rows=grid_rows,
-                     strict=strict, progress=progress, layers=_pixel_layers(layers))
+                     strict=strict, progress=progress, layers=_chosen_layers("evaluate", layers, pixel_only=True))
         recorded = record_scores(report, record) if record else None
     except EvaluationError as error:
         typer.echo(f"span evaluate: {error}", err=True)
@@ -147,18 +147,21 @@ def evaluate(
         typer.echo(f"recorded under scores.{report_scores_key(report, record)} in {recorded}")
 
 
-def _pixel_layers(text: str | None) -> tuple[str, ...]:
-    """--layers of span evaluate: pixel layer names, 'all' for every one; a clear error otherwise."""
-    from service.layers import PIXEL_LAYERS
-
+def _chosen_layers(command: str, text: str | None, *, pixel_only: bool = False) -> tuple[str, ...]:
+    """--layers of span scan (every forensic layer) and span evaluate (the pixel layers): names or
+    'all'; an unknown name is one line on stderr and exit status 2."""
     if not text:
-        return ()
-    names = PIXEL_LAYERS if text.strip() == "all" else tuple(n.strip() for n in text.split(",") if n.strip())
-    unknown = [name for name in names if name not in PIXEL_LAYERS]
-    if unknown:
-        raise typer.BadParameter(f"not a pixel layer: {', '.join(unknown)} (choose from {', '.join(PIXEL_LAYERS)} "
-                                 "or all)", param_hint="--layers")
-    return names
+        return ()   # without importing the layers (OpenCV) at all
+    from service.layers import PIXEL_LAYERS, choose_layers
+    from service.scan_layers import SCAN_LAYERS
+
+    try:
+        if pixel_only:
+            return choose_layers(text, PIXEL_LAYERS, refusal="not a pixel layer:")
+        return choose_layers(text, SCAN_LAYERS)
+    except ValueError as error:
+        typer.echo(f"span {command}: --layers: {error}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command(help="Analyse files, folders and globs: a heatmap and an overlay per image, one summary. Resumable.\n\n"
@@ -185,7 +188,15 @@ def scan(
                                           "[default: 2, 1 on one-core nodes]."),
     gpus_per_actor: float = typer.Option(None, min=0.0, help="With --ray: GPUs per actor [default: 1 when the "
                                          "cluster has GPUs, else 0]."),
+    layers: str = typer.Option(None, metavar="NAMES", help="Also compute forensic layers, comma-separated among "
+                               "ela, ghost, noise, jpeg, copymove, metadata, c2pa, or 'all' (the model's heatmap is "
+                               "always written). Each pixel layer's map goes beside the heatmap as <name>.<layer>.png; "
+                               "metadata and c2pa have no map and give figures only. Every layer's figures (or why it "
+                               "does not apply to the file) go into the record and summary.json, headline columns into "
+                               "summary.csv. A photo done earlier without these layers is analysed again. Works with "
+                               "--server (layers computed here) and --ray (in the actors)."),
 ) -> None:
+    chosen = _chosen_layers("scan", layers)
     if overlay_format not in ("jpg", "png"):
         raise typer.BadParameter("choose jpg or png", param_hint="--overlay-format")
     if ray is not None:
@@ -195,11 +206,12 @@ def scan(
 
         options = RayOptions(address=ray, actors=actors,
                              threads_per_actor=threads_per_actor, gpus_per_actor=gpus_per_actor)
-        raise typer.Exit(ray_scan(paths, out, options, overlay_format=overlay_format, overwrite=overwrite, root=root))
+        raise typer.Exit(ray_scan(paths, out, options, overlay_format=overlay_format, overwrite=overwrite, root=root,
+                                  layers=chosen))
     from service.scan import scan as run_scan
 
     raise typer.Exit(run_scan(paths, out, server=server, api_key=api_key, batch_size=batch_size,
-                              overlay_format=overlay_format, overwrite=overwrite, root=root))
+                              overlay_format=overlay_format, overwrite=overwrite, root=root, layers=chosen))
 
 
 @app.command()

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from service.layers import content_credentials, copy_move, error_level, jpeg_ghost, jpeg_structure, metadata, noise_level
 from service.layers.base import LayerResult, NotApplicable, Photo
@@ -49,12 +49,19 @@ def parse_layers(text: str | None) -> tuple[str, ...]:
     Raises ValueError naming the unknown ones."""
     if text is None or not text.strip():
         return DEFAULT_LAYERS
+    return choose_layers(text, LAYER_NAMES)
+
+
+def choose_layers(text: str, among: Sequence[str], refusal: str = "unknown layer(s)") -> tuple[str, ...]:
+    """'ela, noise,ela' -> ('ela', 'noise'); 'all' -> every one of `among`; '' -> ().
+    The one check of layer names (POST /v1/analyze, span scan and span evaluate --layers):
+    raises ValueError, `refusal` then the names that are not among them."""
     names = [name.strip().lower() for name in text.split(",") if name.strip()]
     if names == ["all"]:
-        return LAYER_NAMES
-    unknown = [name for name in names if name not in LAYER_NAMES]
+        return tuple(among)
+    unknown = [name for name in names if name not in among]
     if unknown:
-        raise ValueError(f"unknown layer(s) {', '.join(unknown)}; choose from {', '.join(LAYER_NAMES)} or 'all'")
+        raise ValueError(f"{refusal} {', '.join(unknown)}; choose from {', '.join(among)} or 'all'")
     return tuple(dict.fromkeys(names))
 
 
@@ -77,4 +84,4 @@ def run_layers(names: Iterable[str], photo: Photo) -> dict[str, LayerResult]:
 
 
 __all__ = ["ANALYSERS", "DEFAULT_LAYERS", "LAYER_NAMES", "LayerResult", "MODEL_LAYER", "NotApplicable", "PIXEL_LAYERS",
-           "Photo", "SLOW_LAYERS", "parse_layers", "run_layer", "run_layers"]
+           "Photo", "SLOW_LAYERS", "choose_layers", "parse_layers", "run_layer", "run_layers"]

@@ -155,9 +155,10 @@ def make_folder(root: Path) -> Path:
 def test_ray_scan_gives_what_the_local_scan_gives(ray_cluster, tmp_path):
     folder = make_folder(tmp_path)
     local_out, ray_out = tmp_path / "local", tmp_path / "ray"
-    local = span_scan(folder, "--out", local_out, env=ray_cluster.env)
+    # --layers runs in the actors, through the same per-file function as the local scan.
+    local = span_scan(folder, "--out", local_out, "--layers", "ela,metadata", env=ray_cluster.env)
     remote = span_scan(folder, "--ray", ray_cluster.address, "--out", ray_out, "--actors", "2",
-                       "--threads-per-actor", "1", env=ray_cluster.env)
+                       "--threads-per-actor", "1", "--layers", "ela,metadata", env=ray_cluster.env)
     assert local.returncode == 1, local.stderr   # the two bad files fail, the scan says so
     assert remote.returncode == 1, remote.stderr
     assert "2 actor(s) x 1 thread(s)" in remote.stderr
@@ -178,12 +179,18 @@ def test_ray_scan_gives_what_the_local_scan_gives(ray_cluster, tmp_path):
         assert record["model"] == reference["model"]
         a, b = (np.asarray(Image.open(out / row["heatmap"]), dtype=int) for out in (ray_out, local_out))
         assert np.abs(a - b).max() <= 1   # one 8-bit step at most (thread counts differ)
+        assert {k: got["layers"][k]["summary"] for k in ("ela", "metadata")} == {
+            k: row["layers"][k]["summary"] for k in ("ela", "metadata")}
+        assert got["ela_bright_fraction"] == row["ela_bright_fraction"]
+        ela = [(out / f"{name}.ela.png").read_bytes() for out in (ray_out, local_out)]
+        assert ela[0] == ela[1]   # the layers need no model: the same map, byte for byte
     assert (mine["broken.jpg"]["error_code"], mine["a/notes.jpg"]["error_code"]) == ("corrupt_image", "unsupported_format")
     summary = json.loads((ray_out / "summary.json").read_text())
     assert summary["backend"].startswith("Ray (") and summary["root"] == str(folder.absolute())
 
-    # Resumable: a second run skips what is done (by photo and model digest) and retries the failures.
-    again = span_scan(folder, "--ray", ray_cluster.address, "--out", ray_out, env=ray_cluster.env)
+    # Resumable: a second run skips what is done (by photo and model digest, and with the layers
+    # asked for, a subset here) and retries the failures.
+    again = span_scan(folder, "--ray", ray_cluster.address, "--out", ray_out, "--layers", "ela", env=ray_cluster.env)
     assert again.returncode == 1, again.stderr
     rows = items(ray_out)
     assert {n: r["status"] for n, r in rows.items() if r["error_code"] is None} == dict.fromkeys(

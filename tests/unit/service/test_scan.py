@@ -245,7 +245,7 @@ def test_server_mode_matches_the_local_engine(first_scan, live_server, tmp_path)
     _, folder, local_out, _ = first_scan
     out = tmp_path / "out"
     top = ["Canon_40D.jpg", "Nikon_D70.jpg"]
-    result = scan(f"{folder}/*.jpg", "--out", out, "--server", live_server, "--batch-size", "2")
+    result = scan(f"{folder}/*.jpg", "--out", out, "--server", live_server, "--batch-size", "2", "--layers", "metadata")
     assert result.exit_code == 1, result.output
     items, local = summary(out), summary(local_out)
     assert sorted(items) == sorted([*top, "broken.jpg"])
@@ -255,6 +255,9 @@ def test_server_mode_matches_the_local_engine(first_scan, live_server, tmp_path)
         assert items[name]["status"] == "ok"
         assert items[name]["score"] == pytest.approx(local[name]["score"], abs=2e-3)
         assert (out / items[name]["heatmap"]).is_file() and (out / items[name]["overlay"]).is_file()
+    # --layers with --server: the layers are computed here, from the file and the same decoder.
+    assert items["Canon_40D.jpg"]["layers"]["metadata"]["summary"]["camera"] == items["Canon_40D.jpg"]["metadata_camera"]
+    assert "Canon EOS 40D" in items["Canon_40D.jpg"]["metadata_camera"]
     assert json.loads((out / "summary.json").read_text())["backend"] == f"server {live_server}"
 
     # Same model on both sides (same ONNX sha256): the local scan's outputs count as done.
@@ -333,3 +336,84 @@ def test_exit_statuses_have_one_source():
 def record_threshold(record_path: Path) -> float:
     """The decision threshold a scan record names (the model's operating point unless SPAN_THRESHOLD)."""
     return float(json.loads(record_path.read_text())["threshold"])
+
+
+# ----------------------------------------------------------------------------- span scan --layers
+
+
+def _csv_rows(out: Path) -> tuple[list[str], dict[str, dict]]:
+    with open(out / "summary.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        return list(reader.fieldnames), {row["name"]: row for row in reader}
+
+
+def test_layers_are_written_beside_the_heatmaps_and_summarised(first_scan, tmp_path):
+    """--layers on a folder whose heatmaps are done: the records lack the layers, so the photos are
+    analysed again; each pixel layer's map lands beside the heatmap, the figures go into the records,
+    summary.json and summary.csv; a layer that does not apply (a PNG is not a JPEG) says why."""
+    from service.scan import SUMMARY_FIELDS
+
+    _, folder, out, _ = first_scan
+    folder, out = _copy(folder, tmp_path / "photos"), _copy(out, tmp_path / "out")
+    Image.open(EXIF / "Nikon_D70.jpg").save(folder / "converted.png")   # a real photo, stored losslessly
+    result = scan(folder, "--out", out, "--root", folder, "--layers", "ela,jpeg,metadata,c2pa")
+    assert result.exit_code == 1, result.output   # broken.jpg still fails; no layer fails a scan
+    items = summary(out)
+    photos = [*GOOD, "converted.png"]
+    assert {n: items[n]["status"] for n in photos} == dict.fromkeys(photos, "ok")
+
+    header, rows = _csv_rows(out)
+    assert header == [*SUMMARY_FIELDS, "ela_bright_fraction", "jpeg_quality", "jpeg_standard_tables",
+                      "jpeg_grid_misaligned_fraction", "metadata_camera", "metadata_findings", "c2pa_verdict"]
+    for name in photos:
+        record = json.loads((out / f"{name}.result.json").read_text())
+        layers = record["layers"]
+        assert sorted(layers) == ["c2pa", "ela", "jpeg", "metadata"] and items[name]["layers"] == layers
+        heatmap = Image.open(out / f"{name}.heatmap.png")
+        ela = Image.open(out / f"{name}.ela.png")
+        assert layers["ela"]["map"] == f"{Path(name).name}.ela.png"
+        assert ela.mode == "L" and ela.size == heatmap.size == (items[name]["width"], items[name]["height"])
+        assert not list(out.glob(f"{name}.metadata.png")) and not list(out.glob(f"{name}.c2pa.png"))   # no map
+        # The CSV's headline columns are the records' figures.
+        assert float(rows[name]["ela_bright_fraction"]) == layers["ela"]["summary"]["bright_fraction"]
+        assert items[name]["ela_bright_fraction"] == layers["ela"]["summary"]["bright_fraction"]
+        assert rows[name]["c2pa_verdict"] == items[name]["c2pa_verdict"] == "none"
+
+    canon = json.loads((out / "Canon_40D.jpg.result.json").read_text())["layers"]
+    assert (out / "Canon_40D.jpg.jpeg.png").is_file() and canon["jpeg"]["map"] == "Canon_40D.jpg.jpeg.png"
+    assert int(rows["Canon_40D.jpg"]["jpeg_quality"]) == canon["jpeg"]["summary"]["implied_quality"] > 0
+    assert rows["Canon_40D.jpg"]["metadata_camera"] == canon["metadata"]["summary"]["camera"]
+    assert "Canon EOS 40D" in rows["Canon_40D.jpg"]["metadata_camera"]
+
+    png = items["converted.png"]["layers"]["jpeg"]
+    assert png["applicable"] is False and "JPEG" in png["reason"]   # not applicable, with its reason
+    assert rows["converted.png"]["jpeg_quality"] == "" and not (out / "converted.png.jpeg.png").exists()
+    assert rows["broken.jpg"]["ela_bright_fraction"] == ""
+
+    # Resumable: records that have the layers asked for (a subset here) are skipped, figures read back.
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
+    again = scan(folder, "--out", out, "--layers", "ela,jpeg")
+    assert {n: summary(out)[n]["status"] for n in photos} == dict.fromkeys(photos, "skipped"), again.output
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.png")} == before
+    assert _csv_rows(out)[1]["Canon_40D.jpg"] == rows["Canon_40D.jpg"] | {"status": "skipped"}
+
+    # A layer's map gone since: that photo alone is done again.
+    (out / "Canon_40D.jpg.ela.png").unlink()
+    scan(folder, "--out", out, "--layers", "ela")
+    statuses = {n: summary(out)[n]["status"] for n in photos}
+    assert statuses == {**dict.fromkeys(photos, "skipped"), "Canon_40D.jpg": "ok"}
+    assert Image.open(out / "Canon_40D.jpg.ela.png").size == (100, 68)
+
+
+def test_unknown_scan_layers_are_one_line_and_exit_2(tmp_path):
+    from service.layers import ANALYSERS
+    from service.scan_layers import COLUMNS, SCAN_LAYERS
+
+    folder = make_folder(tmp_path)
+    for asked in ("ela,nope", "span", "all,ela"):
+        result = scan(folder, "--out", tmp_path / "out", "--layers", asked)
+        assert result.exit_code == 2
+        assert result.output.count("\n") == 1 and result.output.startswith("span scan: --layers: unknown layer(s)")
+        assert "choose from ela, ghost, noise, jpeg, copymove, metadata, c2pa or 'all'" in result.output
+    assert not (tmp_path / "out").exists()   # refused before anything was scanned
+    assert set(COLUMNS) == set(SCAN_LAYERS) == set(ANALYSERS)   # every layer it accepts has summary columns
