@@ -184,8 +184,9 @@ class Engine:
         return self.assemble(plan, self._run_chunks(plan.inputs))
 
     def _run_chunks(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        """ORT calls of at most max_batch_size inputs each, concatenated."""
-        step, count = self.settings.max_batch_size, feeds[INPUT_NAME].shape[0]
+        """ORT calls of at most max_batch_size inputs and max_batch_pixels pixels each, concatenated."""
+        count, _, height, width = feeds[INPUT_NAME].shape
+        step = max(1, min(self.settings.max_batch_size, self.settings.max_batch_pixels // (height * width)))
         return np.concatenate(
             [self._run({k: v[i : i + step] for k, v in feeds.items()}) for i in range(0, count, step)]
         )

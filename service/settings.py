@@ -89,6 +89,11 @@ class Settings(BaseSettings):
         "POST /v1/localize answers 503 with Retry-After at once."
     )
     max_batch_size: int = Field(4, ge=1, description="Most same-shaped inputs run in one ORT call.")
+    # ORT's arena grows to the largest call it has run (about 0.5 GiB a 1024x1024 input on CPU):
+    # this bounds it by pixels, so that four 1024x1024 tiles never run at once by default.
+    max_batch_pixels: int = Field(
+        2_200_000, ge=4096, description="Most input pixels in one ORT call (at least one input always runs)."
+    )
     max_queue_delay_ms: float = Field(
         5.0, ge=0, description="How long the batcher waits for more same-shaped inputs to fill a batch."
     )

@@ -104,7 +104,7 @@ def test_predict_is_exact_below_the_working_size(probe):
 
 
 def test_resize_policy_bounds_the_working_size_and_returns_full_size(probe_dir):
-    engine = _engine(probe_dir, max_working_pixels=64 * 64)
+    engine = _engine(probe_dir, large_image_policy="resize", max_working_pixels=64 * 64)
     try:
         sizes: list[tuple] = []
         run = engine._run
@@ -134,6 +134,25 @@ def test_tile_policy_covers_every_pixel_at_native_resolution(probe_dir):
         assert sum(s[0] for s in shapes) == len(engine.plan(rgb).origins) == 3 * 4
     finally:
         engine.close(5)
+
+
+def test_max_batch_pixels_splits_the_tiles_of_one_photo_into_smaller_ort_calls(probe_dir):
+    engine = _engine(probe_dir, large_image_policy="tile", tile_size=128, tile_overlap=16, max_batch_size=4,
+                     max_batch_pixels=2 * 128 * 128 + 1)
+    try:
+        shapes: list[tuple] = []
+        run = engine._run
+        engine._run = lambda batch: shapes.append(batch["image"].shape) or run(batch)
+        rgb = _random_rgb(300, 410, seed=4)
+        np.testing.assert_allclose(engine.predict(rgb), rgb[:, :, 0] / 255, atol=1e-5)
+        assert [s[0] for s in shapes] == [2] * 6  # 12 tiles, two a call: the pixel cap, not max_batch_size
+    finally:
+        engine.close(5)
+    big = _engine(probe_dir, large_image_policy="resize", max_batch_pixels=4096)
+    try:  # one input larger than the cap still runs, alone
+        assert big.predict(_random_rgb(100, 90)).shape == (100, 90)
+    finally:
+        big.close(5)
 
 
 def test_tile_policy_downscales_beyond_max_tiled_pixels(probe_dir):
