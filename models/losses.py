@@ -28,16 +28,24 @@ def localisation_loss(logits: torch.Tensor, mask: torch.Tensor, dice_weight: flo
 
 
 
-def operating_point(heatmaps: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
-    """The decision threshold with the best pixel F1 over all validation pixels (forged and
-    pristine photos pooled, as a deployment meets them), on a 0.01 grid; and that F1. The
-    exported manifest carries it as the service's default threshold (never chosen on dev)."""
+def operating_point(heatmaps: np.ndarray, truth: np.ndarray, per_image: bool = False) -> tuple[float, float]:
+    """The decision threshold with the best pixel F1 on validation, on a 0.01 grid; and that F1.
+    The exported manifest carries it as the service's default threshold (never chosen on dev).
+
+    per_image=False: F1 over all validation pixels, forged and pristine photos pooled.
+    per_image=True: the mean of each forged photo's own F1, the convention `span evaluate`
+    reports (docs/evaluation.md), so the threshold is chosen for the figure users are shown.
+    """
     from spancore.scoring import Confusion
 
+    forged = [i for i in range(len(truth)) if truth[i].any()] if per_image else []
     best = (0.5, -1.0)
     for threshold in np.round(np.arange(0.05, 0.96, 0.01), 2):
-        f1 = Confusion.of(heatmaps >= threshold, truth).f1() or 0.0
+        if per_image:
+            f1 = float(np.mean([Confusion.of(heatmaps[i] >= threshold, truth[i]).f1() or 0.0 for i in forged])) \
+                if forged else 0.0
+        else:
+            f1 = Confusion.of(heatmaps >= threshold, truth).f1() or 0.0
         if f1 > best[1]:
             best = (float(threshold), float(f1))
     return best
-

@@ -318,12 +318,10 @@ def validation_set(run: Run, span_config: SpanConfig) -> tuple[torch.Tensor, tor
 
 
 @torch.no_grad()
-def evaluate_localisation(span: Span, images: torch.Tensor, masks: torch.Tensor, run: Run,
-                          batch_size: int, cues: torch.Tensor | None = None) -> dict[str, float | None]:
-    """Pixel AUC of the full-size heatmap (the map that ships), per forged image and averaged,
-    and pooled over all pixels; image AUC of the service's score (mean of the top 1%)."""
-    from spancore.scoring import image_scores, roc_auc  # numpy only: the service's own maths
-
+def validation_heatmaps(span: Span, images: torch.Tensor, masks: torch.Tensor, run: Run, batch_size: int,
+                        cues: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """(heatmaps [N, H, W], truth [N, H, W] bool, BCE per batch): the full-size map that ships,
+    i.e. sigmoid on the grid, then the network's own resize to the image size."""
     span.eval()
     heatmaps, losses = [], []
     for i in range(0, len(images), batch_size):
@@ -331,13 +329,20 @@ def evaluate_localisation(span: Span, images: torch.Tensor, masks: torch.Tensor,
         c = None if cues is None else cues[i:i + batch_size].to(run.device)
         logits = frozen_featex_logits(span, x, run, c)
         losses.append(localisation_loss(logits, masks[i:i + batch_size].to(run.device), 0.0)[0].item())
-        # the shipped map: sigmoid on the grid, then the network's own resize to image size
         heatmaps.append(tf1_bilinear_resize(torch.sigmoid(logits.float()), tuple(x.shape[-2:])).cpu())
-    heat = torch.cat(heatmaps)[:, 0].numpy()
-    truth = masks[:, 0].numpy() >= 0.5
+    return torch.cat(heatmaps)[:, 0].numpy(), masks[:, 0].numpy() >= 0.5, losses
+
+
+def evaluate_localisation(span: Span, images: torch.Tensor, masks: torch.Tensor, run: Run,
+                          batch_size: int, cues: torch.Tensor | None = None) -> dict[str, float | None]:
+    """Pixel AUC of the full-size heatmap (the map that ships), per forged image and averaged,
+    and pooled over all pixels; image AUC of the service's score (mean of the top 1%)."""
+    from spancore.scoring import image_scores, roc_auc  # numpy only: the service's own maths
+
+    heat, truth, losses = validation_heatmaps(span, images, masks, run, batch_size, cues)
     per_image = [roc_auc(h, t) for h, t in zip(heat, truth) if 0 < t.sum() < t.size]
     scores = image_scores(heat)
-    threshold, f1 = operating_point(heat, truth)
+    threshold, f1 = operating_point(heat, truth, per_image=True)  # as span evaluate reports F1
     return {
         "val_threshold": threshold,
         "val_f1_at_threshold": f1,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -252,3 +254,34 @@ def test_validation_scores_the_shipped_map_the_right_way_round(tmp_path):
         assert low <= metrics["val_pixel_auc"] <= high, metrics
         if sign > 0:  # the top 1% of a forged image's map is its forged region, of a pristine one nothing
             assert metrics["val_image_auc"] >= 0.9, metrics
+
+
+def test_operating_point_per_image_follows_each_photos_f1_not_the_pooled_pixels():
+    """Photo 0: a big region at 0.9 and 20 false alarms at 0.5; photo 1: a 4-pixel region at 0.4;
+    backgrounds 0.2. Pooled F1 ignores the small photo (best above 0.5); the mean of the photos'
+    own F1, what span evaluate reports, needs it (best just above the background)."""
+    from models.losses import operating_point
+
+    truth = np.zeros((2, 20, 20), bool)
+    truth[0, :, :10] = True  # 200 pixels
+    truth[1, :2, :2] = True  # 4 pixels
+    heat = np.full((2, 20, 20), 0.2, np.float32)
+    heat[0][truth[0]] = 0.9
+    heat[0, :2, 10:20] = 0.5  # 20 false alarms
+    heat[1][truth[1]] = 0.4
+    assert operating_point(heat, truth) == (0.51, pytest.approx(400 / 404))
+    assert operating_point(heat, truth, per_image=True) == (0.21, pytest.approx((400 / 420 + 1) / 2))
+
+
+def test_calibrate_writes_the_threshold_that_export_reads(tmp_path):
+    from models.calibrate import calibrate
+    from models.train import Run, finish
+
+    config = tiny_config(tmp_path)
+    span = Span(config.span_config())
+    final = finish(Run(config, resume=False), span)
+    data = calibrate(final, tiny_config(tmp_path), samples=6, batch_size=3)
+    record = data["training"]["calibration"]
+    assert record["samples"] == 6 and 0.05 <= record["threshold"] <= 0.95
+    assert data["training"]["validation"]["val_threshold"] == record["threshold"]
+    assert Span.from_checkpoint(data).state_dict().keys() == span.state_dict().keys()
