@@ -81,7 +81,7 @@ def _engine(directory: Path, **overrides) -> Engine:
 
 
 def test_resize_policy_reads_the_cues_at_native_resolution(tmp_path):
-    engine = _engine(_write_cue_probe(tmp_path), max_working_pixels=64 * 64)
+    engine = _engine(_write_cue_probe(tmp_path), large_image_policy="resize", max_working_pixels=64 * 64)
     try:
         rgb = _photo(200, 300)
         heatmap = engine.predict(rgb)
