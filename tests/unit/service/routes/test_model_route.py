@@ -15,8 +15,8 @@ def test_model_is_503_while_loading(client_for):
 
 def test_model_describes_the_manifest_and_the_settings(client_for, committed_manifest):
     client, _ = client_for(model.router, StandInEngine(committed_manifest), threshold=0.3,
-                           large_image_policy="resize")
+                           large_image_policy="tile")
     answer = client.get("/v1/model").json()
     assert answer["sha256"] == committed_manifest.sha256 and answer["trained"] == committed_manifest.trained
-    assert answer["threshold"] == 0.3 and answer["large_image_policy"] == "resize"
+    assert answer["threshold"] == 0.3 and answer["large_image_policy"] == "tile"
     assert answer["provider"] == "CPUExecutionProvider" and answer["int8_gate"] == committed_manifest.int8_gate()[1]
