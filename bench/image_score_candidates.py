@@ -16,11 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.layers import tf1_bilinear_resize
 from models.span import Span
-from models.train import Run, TrainConfig, forgery_dataset, frozen_featex_logits
+from models.train import Run, TrainConfig, validation_heatmaps, validation_set
 from models.train_config import REPO_ROOT
-from spancore.scoring import roc_auc
+from spancore.scoring import image_scores, roc_auc
 
 
 def main() -> None:
@@ -36,17 +35,9 @@ def main() -> None:
     config.stage2.kind_weights = {**config.stage2.kind_weights, "pristine": 0.5}  # both classes, often
     run = Run(config, resume=True)
     span = Span.from_checkpoint(args.checkpoint).eval()
-    dataset = forgery_dataset(run, span.config, "val", 256, args.samples, 20_000 + args.seed)
-    heat, forged = [], []
-    with torch.no_grad():
-        for start in range(0, args.samples, 4):
-            items = [dataset[i] for i in range(start, min(args.samples, start + 4))]
-            images, cues = torch.stack([t[0] for t in items]), torch.stack([t[1] for t in items])
-            logits = frozen_featex_logits(span, images, run, cues)
-            heat.append(tf1_bilinear_resize(torch.sigmoid(logits.float()), (256, 256))[:, 0].numpy())
-            forged += [bool((t[-2] >= 0.5).any()) for t in items]
-    maps = np.concatenate(heat).reshape(args.samples, -1)
-    truth = np.array(forged)
+    images, cues, masks, _ = validation_set(run, span.config, args.samples, 20_000 + args.seed)
+    heat, truth, _ = validation_heatmaps(span, images, masks, run, 4, cues)
+    maps, truth = heat.reshape(args.samples, -1), truth.reshape(args.samples, -1).any(1)
 
     def top_mean(fraction: float) -> np.ndarray:
         k = max(1, math.ceil(maps.shape[1] * fraction))
@@ -54,7 +45,7 @@ def main() -> None:
 
     median = np.median(maps, 1)
     candidates = {
-        "top 1 % (shipped)": top_mean(0.01), "top 5 %": top_mean(0.05), "top 20 %": top_mean(0.2),
+        "top 1 % (shipped)": image_scores(maps), "top 5 %": top_mean(0.05), "top 20 %": top_mean(0.2),
         "mean": maps.mean(1), "max": maps.max(1), "std": maps.std(1),
         "top 1 % - median": top_mean(0.01) - median, "top 5 % - median": top_mean(0.05) - median,
         "p99 - p50": np.percentile(maps, 99, 1) - median,

@@ -23,7 +23,7 @@ import torch
 
 from models.losses import operating_point
 from models.span import Span
-from models.train import Run, TrainConfig, forgery_dataset, validation_heatmaps
+from models.train import Run, TrainConfig, validation_heatmaps, validation_set
 
 CALIBRATION_SEED = 30_000  # + the run's seed: not its training stream (seed + 1) nor its validation set (10 000 +)
 
@@ -36,12 +36,8 @@ def calibrate(checkpoint: Path, config: TrainConfig, samples: int, batch_size: i
     span = Span.from_checkpoint(data)
     config.name, config.init_checkpoint = f"calibrate-{config.name}", None
     run = Run(config, resume=True)
-    s = config.stage2
     seed = CALIBRATION_SEED + config.seed
-    dataset = forgery_dataset(run, span.config, "val", s.val_patch or s.patch, samples, seed)
-    items = [dataset[i] for i in range(samples)]
-    images, masks = torch.stack([i[0] for i in items]), torch.stack([i[-2] for i in items])
-    cues = torch.stack([i[1] for i in items]) if dataset.cues else None
+    images, cues, masks, _ = validation_set(run, span.config, samples, seed)
     heat, truth, _ = validation_heatmaps(span, images, masks, run, batch_size, cues)
     threshold, f1 = operating_point(heat, truth, per_image=True)
     pooled_threshold, pooled_f1 = operating_point(heat, truth)

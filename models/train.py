@@ -305,13 +305,15 @@ def forgery_dataset(run: Run, span_config: SpanConfig, split: str, size: int, le
                                     cues=span_config.cue_channels > 0)
 
 
-def validation_set(run: Run, span_config: SpanConfig) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor,
-                                                               list[int]]:
-    """(images, cues or None, masks, kinds) of the BSDS-val forgeries."""
+def validation_set(run: Run, span_config: SpanConfig, samples: int | None = None, seed: int | None = None,
+                   ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, list[int]]:
+    """(images, cues or None, masks, kinds) of BSDS-val forgeries: the run's validation set, or
+    `samples` others drawn with `seed` (calibration, bench/image_score_candidates.py)."""
     s = run.config.stage2
-    dataset = forgery_dataset(run, span_config, "val", s.val_patch or s.patch, s.val_samples,
-                              10_000 + run.config.seed)
-    items = [dataset[i] for i in range(s.val_samples)]
+    samples = s.val_samples if samples is None else samples
+    dataset = forgery_dataset(run, span_config, "val", s.val_patch or s.patch, samples,
+                              10_000 + run.config.seed if seed is None else seed)
+    items = [dataset[i] for i in range(samples)]
     cues = torch.stack([i[1] for i in items]) if dataset.cues else None
     return (torch.stack([i[0] for i in items]), cues, torch.stack([i[-2] for i in items]),
             [i[-1] for i in items])

@@ -36,6 +36,8 @@ from PIL import Image
 
 from service import scan_layers
 from service.decode import InputError, decode_image
+from service.layer_analysis import photo_from
+from service.layers import Photo, run_layers
 from service.scan_backends import Backend, Finding, LocalBackend, ScanFailure, ServerBackend
 from service.scan_inputs import ScanInput, ScanUsageError, _is_uri, collect_inputs
 from service.scan_status import ScanExit
@@ -327,14 +329,13 @@ def run_scan(
         while position < len(todo):
             batch = todo[position:position + getattr(backend, "batch_size", 1)]   # the server may lower it
             position += len(batch)
-            loaded, contents = [], {}
+            contents = {}
             for item in batch:
                 try:
                     contents[item] = item.local.read_bytes()
-                    loaded.append((item, contents[item]))
                 except OSError as exc:
                     report(_failed(item, "unreadable", f"cannot read {item.path}: {exc.strerror or exc}"))
-            for item, result in backend.analyse(loaded):
+            for item, result in backend.analyse(list(contents.items())):
                 report(record_result(item, result, outputs, digests[item], backend.model, settings, contents[item]))
     finally:
         bar.close()
@@ -348,12 +349,12 @@ def record_result(item: ScanInput, result: Finding | ScanFailure, outputs: Outpu
         return _failed(item, result.code, result.message)
     try:
         if result.rgb is not None:   # the local engine decoded it already
-            rgb, image_format, orientation = result.rgb, result.metadata.get("format", ""), result.metadata.get("orientation")
+            photo = Photo(data=data, rgb=result.rgb, format=result.metadata.get("format", ""),
+                          orientation=result.metadata.get("orientation"))
         else:   # a server's answer: the same decoder here, for the overlay and the layers
-            decoded = decode_image(data, max_pixels=settings.max_pixels, min_side=1)
-            rgb, image_format, orientation = decoded.rgb, decoded.metadata.format, decoded.metadata.orientation
-        layers = scan_layers.compute(outputs.layers, data, rgb, image_format, orientation) if outputs.layers else None
-        return outputs.write(item, result, rgb, input_sha256, model, layers)
+            photo = photo_from(data, decode_image(data, max_pixels=settings.max_pixels, min_side=1))
+        layers = run_layers(outputs.layers, photo) if outputs.layers else None
+        return outputs.write(item, result, photo.rgb, input_sha256, model, layers)
     except InputError as exc:
         return _failed(item, exc.code, exc.message)
     except OSError as exc:

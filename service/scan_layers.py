@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from service.layers import ANALYSERS, LayerResult, Photo, run_layer
+from service.layers import ANALYSERS, LayerResult
 from service.render import heatmap_png
 
 # Every layer but the model's ('span' is the heatmap, which the scan always writes).
@@ -31,12 +31,6 @@ COLUMNS: dict[str, dict[str, Callable[[dict], Any]]] = {
     "metadata": {"metadata_camera": lambda s: s["camera"], "metadata_findings": lambda s: " | ".join(s["findings"])},
     "c2pa": {"c2pa_verdict": lambda s: s["verdict"]},
 }
-
-
-def compute(names: Sequence[str], data: bytes, rgb, image_format: str, orientation: int | None) -> dict[str, LayerResult]:
-    """The layers asked for, on one file; a layer that does not apply says why (never raises for the file)."""
-    photo = Photo(data=data, rgb=rgb, format=image_format, orientation=orientation)
-    return {name: run_layer(name, photo) for name in names}
 
 
 def map_png(result: LayerResult) -> bytes | None:
