@@ -39,7 +39,8 @@ from models.shapes import alpha_of, blend, random_shape, region, truth_of
 from models.sources import REPO_ROOT, Photo, list_cameras, list_photos, load_photo, random_crop
 from spancore.cues import compute_cues
 
-KINDS = ("pristine", "splice", "copy-move", "removal", "retouch", "camera-splice", "deep-inpaint")
+KINDS = ("pristine", "splice", "copy-move", "removal", "retouch", "camera-splice", "deep-inpaint",
+         "camera-pristine")
 # Share of each kind in stage 2 (pristine about 20%, as the issue asks). camera-splice is off
 # here so that earlier configs keep their data stream; the cue configs turn it on. deep-inpaint
 # (the DeepFill-style generator, models/deep_removal.py) is off too: a config's kind_weights sets it.
@@ -291,8 +292,8 @@ def synthesize(rng: np.random.Generator, photos: list[Photo], size: int, kind: s
     if post is not None and rng.random() < post.p_resize:
         factor = rng.uniform(*post.resize_range)
         canvas = max(size // 2, round(size / factor))
-    if kind == "camera-splice":
-        return _synthesize_camera_splice(rng, size, post, recipe.p_edge)
+    if kind in ("camera-splice", "camera-pristine"):
+        return _synthesize_camera_splice(rng, size, post, recipe.p_edge, edit=kind == "camera-splice")
     photo = photos[int(rng.integers(len(photos)))]
     h0, w0 = load_photo(photo.path).shape[:2]
     canvas = min(canvas, h0, w0) if min(h0, w0) >= size else size  # never upscale the host just to shrink it again
@@ -321,19 +322,26 @@ def synthesize(rng: np.random.Generator, photos: list[Photo], size: int, kind: s
     return Forgery(image, mask.astype(np.float32), kind, original)
 
 
-def _synthesize_camera_splice(rng, size: int, post: PostProcessing | None, p_edge: float) -> Forgery:
+def _synthesize_camera_splice(rng, size: int, post: PostProcessing | None, p_edge: float,
+                              edit: bool = True) -> Forgery:
     """Host and donor from two different cameras' native JPEGs (photos/cameras, training 4 in
     5), the host crop on its own 8x8 grid, the donor crop anywhere; the composite saved as a
     JPEG on the host's grid (as an editor saves it) with post.p_jpeg, else left as pixels.
-    No resize: resampling would erase the very traces that tell the sources apart."""
+    No resize: resampling would erase the very traces that tell the sources apart.
+    ``edit=False`` is the pristine counterpart ("camera-pristine"): the same host crop and
+    re-save with nothing pasted, so an untouched camera photo (what most pristine uploads
+    are) is a negative too, not only the scanned and re-saved collections."""
     cameras = _camera_photos()
     a, b = rng.choice(len(cameras), size=2, replace=False)
     host, _ = random_crop(rng, cameras[int(a)], size, aligned=True)
-    donor, _ = random_crop(rng, cameras[int(b)], size, aligned=rng.random() < 0.2)
-    image, mask = camera_splice(rng, host, donor, p_edge)
+    if edit:
+        donor, _ = random_crop(rng, cameras[int(b)], size, aligned=rng.random() < 0.2)
+        image, mask = camera_splice(rng, host, donor, p_edge)
+    else:
+        image, mask = host, np.zeros(host.shape[:2], np.float32)
     if post is not None and rng.random() < post.p_jpeg:
         image = jpeg(image, int(rng.integers(max(70, post.jpeg_quality[0]), post.jpeg_quality[1] + 1)))
-    return Forgery(image, mask.astype(np.float32), "camera-splice", host)
+    return Forgery(image, mask.astype(np.float32), "camera-splice" if edit else "camera-pristine", host)
 
 
 @functools.lru_cache(maxsize=None)

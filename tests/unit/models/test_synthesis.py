@@ -148,3 +148,21 @@ def test_stage1_dataset_is_deterministic():
     assert x1.shape == (3, SIZE, SIZE) and syn.torch.equal(x1, x2) and y1 == y2
     labels = {ds[i][1] for i in range(40)}
     assert len(labels) > 10  # all classes are drawn, not a few
+
+
+def test_camera_kinds_share_a_host_and_only_the_splice_pastes():
+    """camera-pristine is camera-splice's negative: the same draw of host crop, nothing pasted,
+    so an untouched camera photo is taught as clean (not only the scanned collections)."""
+    splice = syn.synthesize(np.random.default_rng(5), [], SIZE, "camera-splice", post=None)
+    pristine = syn.synthesize(np.random.default_rng(5), [], SIZE, "camera-pristine", post=None)
+    assert pristine.kind == "camera-pristine" and splice.kind == "camera-splice"
+    assert pristine.image.shape == splice.image.shape == (SIZE, SIZE, 3)
+    assert float(pristine.mask.sum()) == 0.0
+    assert np.array_equal(pristine.image, pristine.original)
+    assert np.array_equal(pristine.original, splice.original)  # same host crop
+    assert 0 < float(splice.mask.mean()) < 0.6
+    changed = np.any(splice.image != splice.original, axis=2)
+    assert changed.any() and not changed[~_near(splice.mask, 8)].any()
+    saved = syn.synthesize(np.random.default_rng(6), [], SIZE, "camera-pristine",
+                           post=syn.PostProcessing(p_jpeg=1.0))
+    assert float(saved.mask.sum()) == 0.0 and not np.array_equal(saved.image, saved.original)
