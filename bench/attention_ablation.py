@@ -59,17 +59,21 @@ from models.layers import tf1_bilinear_resize
 from models.losses import localisation_loss
 from models.span import Span, SpanConfig
 from models.train import lr_at
-from models.train_config import Stage2Settings
+from models.train_config import Stage2Settings, TrainConfig
 from service.decode import decode_image
 from service.evaluation.benchmark import read_benchmark, read_mask
+from service.settings import Settings
+from spancore.cues import compute_cues
 from spancore.scoring import roc_auc
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SPAN_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
-# Stage 2 of models/configs/cpu-small.json (the shipped run's from-scratch stage 2).
-SETTINGS = Stage2Settings(batch_size=2, patch=256, lr=1e-3, warmup_steps=10, min_lr_ratio=0.05, weight_decay=1e-4,
+# A from-scratch stage 2 (fresh heads, so cpu-small's lr 1e-3) at the shipped run's batch and patch.
+SETTINGS = Stage2Settings(batch_size=4, patch=256, lr=1e-3, warmup_steps=10, min_lr_ratio=0.05, weight_decay=1e-4,
                           grad_clip=1.0, dice_weight=0.5)
-TRAINED_PARTS = ("outlier", "feed_forward", "head")  # shared initialisation across blocks
+TRAINED_PARTS = ("outlier", "cue_transform", "feed_forward", "head")  # shared initialisation across blocks
+# The synthetic stream (kinds and recipe) of the run that made the shipped weights.
+STREAM_CONFIG = REPO_ROOT / "models" / "configs" / "cues-long.json"
 
 
 def load_base(path: Path) -> tuple[SpanConfig, dict[str, torch.Tensor]]:
@@ -100,15 +104,19 @@ def train_seed(models: dict[str, Span], featex: torch.nn.Module, seed: int, samp
     """Train every model on the same stream; returns each block's training CPU seconds per sample."""
     s = SETTINGS
     steps = samples // s.batch_size
+    stream = TrainConfig.load(STREAM_CONFIG).stage2
+    uses_cues = next(iter(models.values())).config.cue_channels > 0
     dataset = synthesis.ForgeryDataset("train", size=s.patch, length=steps * s.batch_size, seed=seed + 1,
-                                       data_dir=data_dir)
+                                       data_dir=data_dir, kind_weights=stream.kind_weights,
+                                       recipe=synthesis.Recipe(**(stream.recipe or {})), cues=uses_cues)
     loader = torch.utils.data.DataLoader(dataset, batch_size=s.batch_size, sampler=range(steps * s.batch_size),
                                          num_workers=1, persistent_workers=False)
     optimisers = {name: torch.optim.AdamW(m.trainable_parameters(), lr=s.lr, weight_decay=s.weight_decay)
                   for name, m in models.items()}
     seconds: dict[str, float] = defaultdict(float)
     started = time.monotonic()
-    for step, (image, mask, _kind) in enumerate(loader, 1):
+    for step, batch in enumerate(loader, 1):
+        image, cues, mask = (batch[0], batch[1], batch[2]) if uses_cues else (batch[0], None, batch[1])
         with torch.no_grad():
             features = featex(image)
         lr = lr_at(step, step / steps, s)
@@ -119,7 +127,7 @@ def train_seed(models: dict[str, Span], featex: torch.nn.Module, seed: int, samp
             optimiser = optimisers[name]
             for group in optimiser.param_groups:
                 group["lr"] = lr
-            loss, _ = localisation_loss(model.logits_from_features(features), mask, s.dice_weight)
+            loss, _ = localisation_loss(model.logits_from_features(features, cues), mask, s.dice_weight)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{name}, seed {seed}, step {step}: loss {loss.item()}")
             loss.backward()
@@ -134,22 +142,25 @@ def train_seed(models: dict[str, Span], featex: torch.nn.Module, seed: int, samp
 
 
 def dev_images(manifest: Path, max_pixels: int):
-    """(dataset, image 1x3xHxW 0..255, truth HxW bool) for each forged row, down-sized to max_pixels."""
+    """(dataset, image 1x3xHxW 0..255, cues 1xCxH/8xW/8, truth HxW bool) for each forged row, as the
+    engine's ``resize`` policy feeds the network: the photo down-sized to max_pixels (bilinear, as
+    Engine.plan), the cues from the photo as given; the truth resized (nearest) to the network's size."""
     for row in read_benchmark(manifest):
         if row.mask is None:
             continue
         rgb = decode_image(row.image.read_bytes(), max_pixels=10**9).rgb
         truth = read_mask(row.mask, (rgb.shape[1], rgb.shape[0]))
+        cues = torch.from_numpy(compute_cues(rgb))[None]
         h, w = truth.shape
         if h * w > max_pixels:
             scale = (max_pixels / (h * w)) ** 0.5
-            size = (max(1, round(w * scale)), max(1, round(h * scale)))
-            rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.LANCZOS))
+            size = (max(1, int(w * scale)), max(1, int(h * scale)))
+            rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0))
             truth = np.asarray(Image.fromarray(truth).resize(size, Image.NEAREST))
         if not 0 < truth.sum() < truth.size:
             continue
         image = torch.from_numpy(np.array(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
-        yield row.dataset, image, truth
+        yield row.dataset, image, cues, truth
 
 
 @torch.no_grad()
@@ -159,10 +170,11 @@ def score_dev(models: dict[tuple[str, int], Span], featex: torch.nn.Module, mani
     scores: dict[tuple[str, int], dict[str, list[float]]] = {key: defaultdict(list) for key in models}
     for model in models.values():
         model.eval()
-    for count, (dataset, image, truth) in enumerate(dev_images(manifest, max_pixels), 1):
+    for count, (dataset, image, cues, truth) in enumerate(dev_images(manifest, max_pixels), 1):
         features = featex(image)
         for key, model in models.items():
-            heat = tf1_bilinear_resize(torch.sigmoid(model.logits_from_features(features)), tuple(image.shape[-2:]))
+            logits = model.logits_from_features(features, cues if model.config.cue_channels else None)
+            heat = tf1_bilinear_resize(torch.sigmoid(logits), tuple(image.shape[-2:]))
             auc = roc_auc(heat[0, 0].numpy(), truth)
             if auc is not None:
                 scores[key][dataset].append(auc)
@@ -179,11 +191,16 @@ def export_checked(model: Span, path: Path) -> list[str]:
     import onnx
 
     axes = {0: "batch", 2: "height", 3: "width"}
+    example: tuple[torch.Tensor, ...] = (torch.rand(1, 3, 64, 48) * 255,)
+    inputs, dynamic = ["image"], {"image": axes, "heatmap": axes}
+    if model.config.cue_channels:  # as export_onnx: the cues are the second input
+        example += (torch.randn(1, model.config.cue_channels, 8, 6),)
+        inputs.append("cues")
+        dynamic["cues"] = {0: "batch", 2: "block_rows", 3: "block_columns"}
     with warnings.catch_warnings(record=True) as caught, torch.no_grad():
         warnings.simplefilter("always")
-        torch.onnx.export(model.eval(), (torch.rand(1, 3, 64, 48) * 255,), str(path), dynamo=False, opset_version=17,
-                          input_names=["image"], output_names=["heatmap"],
-                          dynamic_axes={"image": axes, "heatmap": axes}, do_constant_folding=True)
+        torch.onnx.export(model.eval(), example, str(path), dynamo=False, opset_version=17,
+                          input_names=inputs, output_names=["heatmap"], dynamic_axes=dynamic, do_constant_folding=True)
     notes = sorted({f"{w.category.__name__}: {str(w.message).splitlines()[0][:70]}" for w in caught
                     if not issubclass(w.category, DeprecationWarning)})
     domains = {node.domain or "ai.onnx" for node in onnx.load(str(path)).graph.node}
@@ -203,6 +220,8 @@ def onnx_cost(model: Span, workdir: Path, threads: int, repeats: int) -> dict:
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     feed = {"image": (torch.rand(1, 3, 768, 1024, generator=torch.Generator().manual_seed(0)) * 255).numpy()}
+    if model.config.cue_channels:  # computed outside the graph (spancore.cues), the same for every block
+        feed["cues"] = compute_cues(feed["image"][0].transpose(1, 2, 0).astype(np.uint8))[None]
     session.run(None, feed)
     walls, cpus = [], []
     for _ in range(repeats):
@@ -364,7 +383,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=160, help="training samples per block and seed")
     parser.add_argument("--grid", type=int, default=None, help="train and score on a G x G working grid")
     parser.add_argument("--manifest", type=Path, default=SHARED / "benchmarks" / "dev" / "manifest.csv")
-    parser.add_argument("--max-pixels", type=int, default=500_000)
+    parser.add_argument("--max-pixels", type=int, default=Settings().max_working_pixels,
+                        help="photos above this are resized down before scoring (the engine's resize policy)")
     parser.add_argument("--dev-limit", type=int, default=None, help="score only the first N forged images (a probe)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)

@@ -62,7 +62,8 @@ class SpanConfig:
     use_featex: bool = True  # False: the cues alone feed the attention (an ablation)
     # Image borders: "zero" = the reference (out-of-image attention neighbours keep logit 0,
     # feed-forward and head convs zero-pad); "exclude" = such neighbours get no attention
-    # weight and the convs replicate the edge (no darkening towards the border).
+    # weight and the convs replicate the edge (no darkening towards the border). Other attention
+    # blocks keep their own border handling; with "exclude" the convs around them replicate.
     edges: str = "zero"
     # Activation between the head's 5x5 convs: "relu" (the reference) or "leaky" (LeakyReLU 0.1).
     # The head narrows to 4 channels; with ReLU all four died (a constant map) in 2 of 3 CPU runs.
@@ -79,8 +80,6 @@ class SpanConfig:
         if not self.use_featex and not self.cue_channels:
             raise ValueError("use_featex=False needs cue_channels > 0: the network would see nothing")
         check_attention_name(self.attention)
-        if self.edges == "exclude" and self.attention != "pixel":
-            raise ValueError("edges='exclude' is defined for the 'pixel' attention only")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -195,7 +194,7 @@ class Span(nn.Module):
             self.cue_transform = nn.Sequential(
                 nn.Conv2d(config.cue_channels, d, 1), nn.ReLU(inplace=True), nn.Conv2d(d, d, 1))
         padding_mode = "replicate" if config.edges == "exclude" else "zeros"
-        if config.edges == "exclude":  # pixel attention that gives out-of-image neighbours no weight
+        if config.edges == "exclude" and config.attention == "pixel":  # out-of-image neighbours get no weight
             blocks = [PixelAttention(d, dilation, edges="exclude") for dilation in config.dilations]
         else:
             blocks = [build_attention(config.attention, dim=d, dilation=dilation) for dilation in config.dilations]

@@ -61,3 +61,16 @@ def test_export_takes_cues_as_a_second_input(tmp_path, use_featex):
     graph = onnx.load(str(path)).graph
     assert [i.name for i in graph.input] == ["image", "cues"]
     assert onnx_parity(model, path, shapes=((1, 17, 9), (2, 64, 48))) <= 1e-4
+
+
+def test_other_attention_blocks_fit_the_cues_layout_with_replicating_convs():
+    """The attention ablation swaps the block of the shipped (edges='exclude') layout: the block
+    keeps its own borders, the convs around it replicate the edge as with pixel attention."""
+    model = Span(SpanConfig.preset("cues", attention="eca", grid=(16, 16))).eval()
+    assert model.config.edges == "exclude"
+    assert type(model.attention[0]).__name__ != "PixelAttention"
+    assert all(m.padding_mode == "replicate" for m in model.head if isinstance(m, torch.nn.Conv2d))
+    image = torch.rand(1, 3, 40, 48) * 255
+    cues = torch.randn(1, 8, 5, 6)
+    with torch.no_grad():
+        assert model(image, cues).shape == (1, 1, 40, 48)
