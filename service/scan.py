@@ -140,14 +140,17 @@ class Outputs:
             buffer = io.BytesIO()
             Image.fromarray(overlay(rgb, finding.heatmap), mode="RGB").save(buffer, "PNG")
             _write_atomic(overlay_path, buffer.getvalue())
-        sections = None
+        sections, maps_written = None, set()
         if layers:
             sections = {}
             for name, result in layers.items():
                 png = scan_layers.map_png(result)
                 if png is not None:
                     _write_atomic(self.layer_map(item, name), png)
+                    maps_written.add(name)
                 sections[name] = scan_layers.section(result, self.layer_map(item, name).name if png else None)
+        for name in set(scan_layers.SCAN_LAYERS) - maps_written:  # from an earlier run: no longer this photo's
+            self.layer_map(item, name).unlink(missing_ok=True)
         record = {
             "record_version": RECORD_VERSION,
             "input": item.path,
@@ -172,11 +175,22 @@ class Outputs:
         )
 
 
+def _process_umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _process_umask()
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
     """Write to a temporary file beside the target and rename: an interrupted scan never leaves a
     half-written file that a later run would take for finished."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
+        # mkstemp makes 0600; results are shared with colleagues like any file open() makes.
+        os.fchmod(handle, 0o666 & ~_UMASK)
         with os.fdopen(handle, "wb") as f:
             f.write(data)
         os.replace(temporary, path)

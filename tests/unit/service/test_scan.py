@@ -123,6 +123,16 @@ def test_first_scan_writes_a_heatmap_overlay_and_summary_row_per_photo(first_sca
     assert counts == {"ok": 3, "skipped": 0, "failed": 1}
 
 
+def test_results_get_the_mode_a_plain_file_gets(first_scan, tmp_path):
+    """Written atomically (temporary file + rename) but not left 0600 as mkstemp makes them."""
+    _, _, out, _ = first_scan
+    probe = tmp_path / "probe"
+    probe.write_bytes(b"")
+    expected = probe.stat().st_mode & 0o777
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert written and {p.stat().st_mode & 0o777 for p in written} == {expected}
+
+
 def test_second_run_skips_finished_photos_and_still_lists_them(first_scan, tmp_path):
     _, folder, out, first = first_scan
     folder, out = _copy(folder, tmp_path / "photos"), _copy(out, tmp_path / "out")
@@ -403,6 +413,9 @@ def test_layers_are_written_beside_the_heatmaps_and_summarised(first_scan, tmp_p
     statuses = {n: summary(out)[n]["status"] for n in photos}
     assert statuses == {**dict.fromkeys(photos, "skipped"), "Canon_40D.jpg": "ok"}
     assert Image.open(out / "Canon_40D.jpg.ela.png").size == (100, 68)
+    # Redone with ela alone: its record no longer has a jpeg layer, so neither does the folder;
+    # the photos that were skipped keep theirs.
+    assert not (out / "Canon_40D.jpg.jpeg.png").exists() and (out / "Nikon_D70.jpg.jpeg.png").is_file()
 
 
 def test_unknown_scan_layers_are_one_line_and_exit_2(tmp_path):
