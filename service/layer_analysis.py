@@ -23,7 +23,7 @@ from service import telemetry
 from service.admission import PixelBudget
 from service.analysis import decode_async
 from spancore.scoring import image_score, tampered_fraction
-from service.decode import DecodedImage, declared_pixels, decode_image
+from service.decode import DecodedImage, declared_pixels
 from service.engine import Engine, EngineError, EngineStopped, InferenceTimeout, Overloaded
 from service.layers import MODEL_LAYER, LayerResult, Photo, run_layer
 from service.settings import Settings
@@ -65,26 +65,6 @@ def answer(decoded: DecodedImage, results: dict[str, LayerResult], timings: dict
     if model is not None:
         body["model"] = model
     return body
-
-
-def analyze_layers(data: bytes, names: tuple[str, ...], settings: Settings, engine: Engine | None = None,
-                   *, include_png: bool = True) -> dict[str, Any]:
-    """The same in the caller's thread (span scan, tests). `span` needs an engine."""
-    timings: dict[str, float] = {}
-    started = time.perf_counter()
-    decoded = decode_image(data, max_pixels=settings.max_pixels, min_side=settings.min_side)
-    timings["decode"] = _ms(started)
-    layers_started = time.perf_counter()
-    photo = photo_from(data, decoded)
-    results = {name: run_layer(name, photo) for name in names if name != MODEL_LAYER}
-    model = None
-    if MODEL_LAYER in names and engine is not None:
-        model_started = time.perf_counter()
-        heatmap = engine.predict(decoded.rgb)
-        results[MODEL_LAYER] = model_layer(heatmap, engine.threshold, _ms(model_started))
-        model = engine.manifest.model_info()
-    timings["layers"] = _ms(layers_started)
-    return answer(decoded, _in_order(results, names), timings, model, started, include_png=include_png)
 
 
 async def analyze_layers_async(
