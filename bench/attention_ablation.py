@@ -2,10 +2,11 @@
 on one frozen Featex with the same data and the same number of samples, scored on the dev
 benchmark and timed through ONNX Runtime. Writes a Markdown table (and the raw figures as JSON).
 
-    nice -n 10 .venv/bin/python -m bench.attention_ablation --base /work/notes/ablation-base.pt \\
-        --samples 160 --seeds 0 1 --out docs/attention-ablation.md
+    nice -n 10 .venv/bin/python -m bench.attention_ablation --samples 240 --seeds 0 1 --threads 1
 
-Phases (--phase): ``accuracy`` (train, then score on the dev benchmark) and ``cost`` (export
+Phases (--phase): ``train`` (train the seeds and keep their weights in --workdir, nothing
+scored; seeds may train as separate processes, one per core), ``accuracy`` (train what is
+not kept yet, then score on the dev benchmark) and ``cost`` (export
 and time) write their figures to <out>.accuracy.json and <out>.cost.json; ``table`` writes
 <out> from whichever of the two exist; ``all`` (default) runs the three in turn. The two
 measuring phases are independent and may run as two processes.
@@ -280,6 +281,8 @@ def run_accuracy(args, config: SpanConfig, featex_state: dict) -> dict:
             torch.save({"models": {n: m.state_dict() for n, m in models.items()}, "seconds": seconds}, saved)
         trained.update({(name, seed): model for name, model in models.items()})
         print(f"seed {seed} trained ({(time.monotonic() - started) / 60:.1f} min)", flush=True)
+    if args.phase == "train":
+        return {}
     scores = score_dev(trained, featex_model, args.manifest, args.max_pixels, args.dev_limit)
     return {
         "base": str(args.base), "architecture": config.name, "grid": list(config.grid), "samples": args.samples,
@@ -375,7 +378,7 @@ def write_markdown(accuracy: dict | None, cost: dict | None, out: Path, reading:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--phase", choices=["all", "accuracy", "cost", "table"], default="all")
+    parser.add_argument("--phase", choices=["all", "train", "accuracy", "cost", "table"], default="all")
     parser.add_argument("--base", type=Path, default=REPO_ROOT / "weights" / "span.pt")
     parser.add_argument("--blocks", nargs="+", default=sorted(ATTENTION_BLOCKS, key=lambda n: (n != "pixel", n)),
                         choices=sorted(ATTENTION_BLOCKS))
@@ -397,6 +400,9 @@ def main() -> None:
     accuracy_json, cost_json = args.out.with_suffix(".accuracy.json"), args.out.with_suffix(".cost.json")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     config, featex_state = load_base(args.base)
+    if args.phase == "train":
+        run_accuracy(args, config, featex_state)
+        return
     if args.phase in ("all", "accuracy"):
         accuracy = run_accuracy(args, config, featex_state)
         accuracy["grid_reduced"] = bool(args.grid)
