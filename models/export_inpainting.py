@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.deepfill import DeepFillGenerator
+from models.deepfill import DeepFillConfig, DeepFillGenerator
 from spancore.weights import sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -57,6 +57,30 @@ def export_onnx(generator: DeepFillGenerator, path: Path) -> Path:
                           dynamic_axes={"image": axes, "mask": axes, "inpainted": axes},
                           do_constant_folding=True)
     return path
+
+
+def generator_from_onnx(manifest_path: Path) -> dict:
+    """The inverse of ``export``: a generator checkpoint (``config``, ``state_dict``, ``step``)
+    rebuilt from a shipped ONNX file and its manifest, so training can continue from what
+    shipped when the run's ckpt.pt is gone. The exporter keeps every parameter as an
+    initializer named after it (``generator.<name>``); a missing or misshapen one is refused."""
+    import onnx
+    from onnx import numpy_helper
+
+    manifest = json.loads(Path(manifest_path).read_text())
+    onnx_path = Path(manifest_path).parent / manifest["onnx"]["file"]
+    if sha256_file(onnx_path) != manifest["files"][manifest["onnx"]["file"]]["sha256"]:
+        raise ValueError(f"{onnx_path} does not match the sha256 in {manifest_path}")
+    config = {k: v for k, v in manifest["architecture"].items() if k not in ("name", "parameters")}
+    generator = DeepFillGenerator(DeepFillConfig(**config))
+    stored = {init.name.removeprefix("generator."): numpy_helper.to_array(init)
+              for init in onnx.load(str(onnx_path)).graph.initializer if init.name.startswith("generator.")}
+    state = {}
+    for name, tensor in generator.state_dict().items():
+        if name not in stored or tuple(stored[name].shape) != tuple(tensor.shape):
+            raise ValueError(f"{onnx_path} has no parameter {name} of shape {tuple(tensor.shape)}")
+        state[name] = torch.from_numpy(stored[name].copy())
+    return {"config": config, "state_dict": state, "step": manifest.get("training", {}).get("step") or 0}
 
 
 def parity(generator: DeepFillGenerator, path: Path, seed: int = 0) -> float:

@@ -58,6 +58,10 @@ class InpaintConfig:
     threads: int = 1
     checkpoint_minutes: float = 3.0
     runs_dir: str = "runs"
+    # A new run (not --resume) may start from a shipped generator's manifest (e.g.
+    # "weights/inpaint/manifest.json"): its weights and step, so the data stream and the GAN
+    # phase continue where it stopped; the discriminator and the optimisers start fresh.
+    init_onnx: str | None = None
     # Run (models/train.py) wants these two
     device: str = "cpu"
     amp: str = "off"
@@ -222,6 +226,15 @@ def train(config: InpaintConfig, *, resume: bool = False, max_minutes: float | N
         opt_d.load_state_dict(state["opt_d"])
         step = state["step"]
         run.log(event="resumed", step=step)
+    elif config.init_onnx:
+        from models.export_inpainting import generator_from_onnx
+
+        init = generator_from_onnx(REPO_ROOT / config.init_onnx)
+        if init["config"]["cnum"] != config.cnum:
+            raise ValueError(f"{config.init_onnx} has cnum {init['config']['cnum']}, the config {config.cnum}")
+        gen.load_state_dict(init["state_dict"])
+        step = int(init["step"])
+        run.log(event="started", init_onnx=config.init_onnx, step=step)
     else:
         run.log(event="started", generator_params=sum(p.numel() for p in gen.parameters()),
                 discriminator_params=sum(p.numel() for p in disc.parameters()))

@@ -66,3 +66,39 @@ def test_forge_refuses_a_tampered_generator(tmp_path):
         f.write(b"\0")
     with pytest.raises(InpainterError, match="sha256"):
         Inpainter(tmp_path)
+
+
+def test_a_generator_is_rebuilt_from_its_onnx_file_exactly(tmp_path):
+    from models.export_inpainting import generator_from_onnx
+
+    torch.manual_seed(3)
+    gen = DeepFillGenerator(DeepFillConfig(cnum=8))
+    torch.save({**gen.checkpoint(), "step": 7, "train_config": {"size": 64}}, tmp_path / "final.pt")
+    manifest = export(tmp_path / "final.pt", tmp_path / "out")
+    rebuilt = generator_from_onnx(manifest)
+    assert rebuilt["step"] == 7 and rebuilt["config"]["cnum"] == 8
+    assert rebuilt["state_dict"].keys() == gen.state_dict().keys()
+    for name, tensor in gen.state_dict().items():
+        assert torch.equal(rebuilt["state_dict"][name], tensor), name
+    onnx_file = tmp_path / "out" / "deepfill.onnx"
+    onnx_file.write_bytes(onnx_file.read_bytes()[:-1] + b"\0")
+    with pytest.raises(ValueError, match="sha256"):
+        generator_from_onnx(manifest)
+
+
+def test_the_shipped_generator_rebuilt_for_torch_fills_as_its_onnx_file_does():
+    import onnxruntime as ort
+
+    from models.export_inpainting import generator_from_onnx
+
+    rebuilt = generator_from_onnx(SHIPPED / "manifest.json")
+    gen = DeepFillGenerator.from_checkpoint(rebuilt).eval()
+    rng = np.random.default_rng(2)
+    image = (rng.random((1, 3, 64, 96)) * 255).astype(np.float32)
+    mask = np.zeros((1, 1, 64, 96), np.float32)
+    mask[..., 16:40, 24:60] = 1
+    session = ort.InferenceSession(str(SHIPPED / "deepfill.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(["inpainted"], {"image": image, "mask": mask})[0]
+    with torch.no_grad():
+        ref = gen.inpaint(torch.from_numpy(image), torch.from_numpy(mask)).numpy()
+    assert np.abs(got - ref).max() < 1e-2

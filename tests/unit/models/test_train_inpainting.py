@@ -61,3 +61,27 @@ def test_a_paused_run_resumes_to_the_end(tmp_path):
     assert (tmp_path / "tiny" / "loss.png").stat().st_size > 1000
     gen = ti.DeepFillGenerator.from_checkpoint(str(final))
     assert gen.config.cnum == 8
+
+
+def test_a_new_run_continues_from_a_shipped_generator(tmp_path):
+    from models.export_inpainting import export
+
+    torch.manual_seed(5)
+    shipped = ti.DeepFillGenerator(ti.DeepFillConfig(cnum=8))
+    torch.save({**shipped.checkpoint(), "step": 2, "train_config": {"size": 64}}, tmp_path / "final.pt")
+    manifest = export(tmp_path / "final.pt", tmp_path / "shipped")
+    cfg = ti.InpaintConfig(name="cont", cnum=8, size=64, batch_size=2, steps=3, gan_start=1, log_every=1,
+                           val_samples=2, runs_dir=str(tmp_path), init_onnx=str(manifest))
+    final = ti.train(cfg)
+    records = [json.loads(line) for line in (tmp_path / "cont" / "log.jsonl").read_text().splitlines()]
+    assert records[0]["event"] == "started" and records[0]["step"] == 2
+    assert [r["step"] for r in records if "l1" in r] == [3]  # one step: from the shipped step 2 to 3
+    # the first validation scores the shipped weights, not a fresh initialisation
+    first_val = next(r for r in records if "val_l1" in r)
+    with torch.no_grad():
+        expected = ti.evaluate(shipped, *ti.validation_set(2, 64))
+    assert first_val["step"] == 2 and first_val["val_l1"] == pytest.approx(expected["val_l1"], abs=1e-3)
+    assert final is not None
+    with pytest.raises(ValueError, match="cnum"):
+        ti.train(ti.InpaintConfig(name="wrong", cnum=16, size=64, batch_size=2, steps=3, val_samples=2,
+                                  runs_dir=str(tmp_path), init_onnx=str(manifest)))
