@@ -253,6 +253,11 @@ def parameter_counts(model: Span) -> dict[str, int]:
             "trained": sum(p.numel() for p in model.trainable_parameters())}
 
 
+def shown(path: Path) -> str:
+    """A path as the docs print it: relative to the checkout (../shared/... for the shared data)."""
+    return os.path.relpath(Path(path).resolve(), REPO_ROOT)
+
+
 def run_accuracy(args, config: SpanConfig, featex_state: dict) -> dict:
     started = time.monotonic()
     if args.grid:
@@ -285,8 +290,8 @@ def run_accuracy(args, config: SpanConfig, featex_state: dict) -> dict:
         return {}
     scores = score_dev(trained, featex_model, args.manifest, args.max_pixels, args.dev_limit)
     return {
-        "base": str(args.base), "architecture": config.name, "grid": list(config.grid), "samples": args.samples,
-        "seeds": args.seeds, "manifest": str(args.manifest), "max_pixels": args.max_pixels, "names": args.blocks,
+        "base": shown(args.base), "architecture": config.name, "grid": list(config.grid), "samples": args.samples,
+        "seeds": args.seeds, "manifest": shown(args.manifest), "max_pixels": args.max_pixels, "names": args.blocks,
         "scores": {name: {str(seed): summarise(scores[(name, seed)]) for seed in args.seeds} for name in args.blocks},
         "params": {name: parameter_counts(trained[(name, args.seeds[0])]) for name in args.blocks},
         "train_cpu_seconds_per_sample": dict(train_seconds),
@@ -335,12 +340,13 @@ def write_markdown(accuracy: dict | None, cost: dict | None, out: Path, reading:
             f" {a['max_pixels'] / 1e6:.2f} MP were resized down (Lanczos; masks nearest) before scoring, which weakens"
             " the resampling traces SPAN looks for. Cells: mean over seeds (lowest-highest seed).",
             f"- Training CPU s/sample: process CPU time of forward + backward + step of the trained part (fp32, torch).",
-            f"- Wall time {a['minutes']:.0f} min at nice 10; load average at the end {a['load_average_end']:.1f}.", ""]
+            f"- This phase took {a['minutes']:.0f} min of wall time (scoring, and the training of any seed whose"
+            f" weights a `--phase train` run had not kept); load average at the end {a['load_average_end']:.1f}.", ""]
     if cost:
         c = cost
         lines += [
             "Cost command:", "",
-            f"    nice -n 10 .venv/bin/python -m bench.attention_ablation --phase cost --threads {c['threads']}"
+            f"    .venv/bin/python -m bench.attention_ablation --phase cost --threads {c['threads']}"
             f" --repeats {c['repeats']}", "",
             f"- The {c['architecture']} layout with each block in its five slots (working grid {c['grid'][0]}×"
             f"{c['grid'][1]}, as shipped), untrained weights (the cost does not depend on them). One 1024×768 image"
