@@ -213,8 +213,9 @@ def train(config: InpaintConfig, *, resume: bool = False, max_minutes: float | N
     cv2.setNumThreads(1)
     run = Run(config, resume=resume, max_minutes=max_minutes)  # type: ignore[arg-type]  # duck-typed config
     torch.manual_seed(config.seed)
-    gen = DeepFillGenerator(DeepFillConfig(cnum=config.cnum))
-    disc = PatchDiscriminator(config.cnum)
+    device = run.device
+    gen = DeepFillGenerator(DeepFillConfig(cnum=config.cnum)).to(device)
+    disc = PatchDiscriminator(config.cnum).to(device)  # before the optimisers: a resumed state follows
     opt_g = torch.optim.Adam(gen.parameters(), lr=config.lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(disc.parameters(), lr=config.lr, betas=(0.5, 0.999))
     step = 0
@@ -238,8 +239,10 @@ def train(config: InpaintConfig, *, resume: bool = False, max_minutes: float | N
     else:
         run.log(event="started", generator_params=sum(p.numel() for p in gen.parameters()),
                 discriminator_params=sum(p.numel() for p in disc.parameters()))
+    # device "cpu" (the shipped run) or "cuda"/"auto" (the device tool): the networks and every
+    # batch live on run.device; samples are still drawn on the CPU, a pure function of (seed, index).
     photos = training_photos("train")
-    val_images, val_masks = validation_set(config.val_samples, config.size)
+    val_images, val_masks = (t.to(device) for t in validation_set(config.val_samples, config.size))
 
     def save() -> None:
         run.save({"generator": gen.state_dict(), "discriminator": disc.state_dict(), "opt_g": opt_g.state_dict(),
@@ -262,17 +265,18 @@ def train(config: InpaintConfig, *, resume: bool = False, max_minutes: float | N
             return None
         t0 = time.monotonic()
         image, mask = batch_of(config.seed, step * config.batch_size, config.batch_size, photos, config.size)
+        image, mask = image.to(device, non_blocking=True), mask.to(device, non_blocking=True)
         target = image / 127.5 - 1
         coarse, refined = gen(image, mask)
         composite = refined * mask + target * (1 - mask)
         use_gan = step >= config.gan_start
         l1 = masked_l1(coarse, target, mask) + masked_l1(refined, target, mask)
-        g_adv = hinge_g_loss(disc(composite, mask)) if use_gan else torch.zeros(())
+        g_adv = hinge_g_loss(disc(composite, mask)) if use_gan else torch.zeros((), device=device)
         loss = l1 + config.adv_weight * g_adv
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
         opt_g.step()
-        d_loss = torch.zeros(())
+        d_loss = torch.zeros((), device=device)
         if use_gan:
             d_loss = hinge_d_loss(disc(target, mask), disc(composite.detach(), mask))
             opt_d.zero_grad(set_to_none=True)
@@ -290,7 +294,7 @@ def train(config: InpaintConfig, *, resume: bool = False, max_minutes: float | N
     validate()
     save()
     final = run.dir / "final.pt"
-    torch.save({**gen.checkpoint(), "step": step, "train_config": config.to_dict()}, final)
+    torch.save({**gen.to("cpu").checkpoint(), "step": step, "train_config": config.to_dict()}, final)
     run.log(event="finished", step=step, final=str(final))
     return final
 

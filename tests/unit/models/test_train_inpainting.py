@@ -85,3 +85,13 @@ def test_a_new_run_continues_from_a_shipped_generator(tmp_path):
     with pytest.raises(ValueError, match="cnum"):
         ti.train(ti.InpaintConfig(name="wrong", cnum=16, size=64, batch_size=2, steps=3, val_samples=2,
                                   runs_dir=str(tmp_path), init_onnx=str(manifest)))
+
+
+def test_device_auto_trains_where_it_runs(tmp_path):
+    cfg = ti.InpaintConfig(name="auto", cnum=8, size=64, batch_size=2, steps=1, gan_start=0, log_every=1,
+                           val_samples=2, runs_dir=str(tmp_path), device="auto")
+    final = ti.train(cfg)
+    gen = ti.DeepFillGenerator.from_checkpoint(str(final))  # saved on the CPU whatever the device
+    assert all(p.device.type == "cpu" for p in gen.parameters())
+    records = [json.loads(line) for line in (tmp_path / "auto" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "l1" in r] == [1]
