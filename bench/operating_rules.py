@@ -23,17 +23,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.calibrate import CALIBRATION_SEED
+from models.calibrate import calibration_maps
 from models.span import Span
-from models.train import Run, TrainConfig, validation_heatmaps, validation_set
+from models.train import TrainConfig
 from spancore.scoring import Confusion
 
 GRID = np.round(np.arange(0.05, 0.96, 0.05), 2)
 
 
-def score(heat: np.ndarray, truth: np.ndarray, rule) -> dict:
-    forged = [i for i in range(len(truth)) if truth[i].any()]
-    pristine = [i for i in range(len(truth)) if not truth[i].any()]
+def score(heat: np.ndarray, truth: np.ndarray, rule, forged: list[int], pristine: list[int]) -> dict:
     masks = [rule(h) for h in heat]
     return {
         "f1": float(np.mean([Confusion.of(masks[i], truth[i]).f1() or 0.0 for i in forged])),
@@ -43,6 +41,8 @@ def score(heat: np.ndarray, truth: np.ndarray, rule) -> dict:
 
 
 def families(heat: np.ndarray, truth: np.ndarray) -> dict:
+    forged = [i for i in range(len(truth)) if truth[i].any()]
+    pristine = [i for i in range(len(truth)) if not truth[i].any()]
     best = {}
     candidates = {
         "global": [({"t": t}, lambda h, t=t: h >= t) for t in GRID],
@@ -51,7 +51,7 @@ def families(heat: np.ndarray, truth: np.ndarray) -> dict:
                      for t in GRID[:8] for r in GRID],
     }
     for family, rules in candidates.items():
-        scored = [({**params, **score(heat, truth, rule)}) for params, rule in rules]
+        scored = [({**params, **score(heat, truth, rule, forged, pristine)}) for params, rule in rules]
         best[family] = max(scored, key=lambda s: s["f1"])
     return best
 
@@ -66,10 +66,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     config = TrainConfig.load(args.config)
     span = Span.from_checkpoint(torch.load(args.checkpoint, map_location="cpu", weights_only=False))
-    config.name, config.init_checkpoint = f"rules-{config.name}", None
-    run = Run(config, resume=True)
-    images, cues, masks, _ = validation_set(run, span.config, args.samples, CALIBRATION_SEED + config.seed)
-    heat, truth, _ = validation_heatmaps(span, images, masks, run, 4, cues)
+    heat, truth, _ = calibration_maps(span, config, args.samples)
     print(json.dumps({"checkpoint": str(args.checkpoint), "samples": args.samples,
                       "forged": int(truth.reshape(len(truth), -1).any(1).sum()), **families(heat, truth)}, indent=1))
 

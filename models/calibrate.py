@@ -28,17 +28,25 @@ from models.train import Run, TrainConfig, validation_heatmaps, validation_set
 CALIBRATION_SEED = 30_000  # + the run's seed: not its training stream (seed + 1) nor its validation set (10 000 +)
 
 
+def calibration_maps(span: Span, config: TrainConfig, samples: int, batch_size: int = 4,
+                     ) -> tuple[np.ndarray, np.ndarray, int]:
+    """(heatmaps, truth, seed) of ``samples`` fresh BSDS-val forgeries drawn with the run's recipe
+    and CALIBRATION_SEED + its seed, mapped as the service maps them (bench.operating_rules too)."""
+    config.name, config.init_checkpoint = f"calibrate-{config.name}", None
+    run = Run(config, resume=True)
+    seed = CALIBRATION_SEED + config.seed
+    images, cues, masks, _ = validation_set(run, span.config, samples, seed)
+    heat, truth, _ = validation_heatmaps(span, images, masks, run, batch_size, cues)
+    return heat, truth, seed
+
+
 def calibrate(checkpoint: Path, config: TrainConfig, samples: int, batch_size: int = 4) -> dict:
     """The checkpoint's dict with the calibrated threshold in place, and the record under training.calibration."""
     from spancore.scoring import image_scores, roc_auc
 
     data = torch.load(checkpoint, map_location="cpu", weights_only=False)
     span = Span.from_checkpoint(data)
-    config.name, config.init_checkpoint = f"calibrate-{config.name}", None
-    run = Run(config, resume=True)
-    seed = CALIBRATION_SEED + config.seed
-    images, cues, masks, _ = validation_set(run, span.config, samples, seed)
-    heat, truth, _ = validation_heatmaps(span, images, masks, run, batch_size, cues)
+    heat, truth, seed = calibration_maps(span, config, samples, batch_size)
     threshold, f1 = operating_point(heat, truth, per_image=True)
     pooled_threshold, pooled_f1 = operating_point(heat, truth)
     forged = truth.reshape(len(truth), -1).any(1)
