@@ -104,8 +104,10 @@ class Settings(BaseSettings):
 
     # --- large photos --------------------------------------------------------------------
     # Default chosen by accuracy on full-size forgeries within 5 s for 12 MP (bench/large_policy.py,
-    # README "Large photos"): with the shipped weights one 1 MP pass ties tiles at up to 2 MP
-    # (pixel AUC 0.819 vs 0.811) at half the time; native 12 MP tiling is far too slow.
+    # README "Large photos"): with the shipped weights one pass at 4 MP beats 1 MP on 14 of 16
+    # held-out camera splices (+0.020 pixel AUC) in 2.3 s for 12 MP; tiles do not help. The price
+    # is memory: ORT's arena grows to the working size, 0.6 -> 2.0 GiB (bench/working_size.py;
+    # the Kubernetes pod's limit is sized for it, tests/unit/deploy/test_k8s.py checks).
     large_image_policy: Literal["resize", "tile"] = Field(
         "resize",
         description="'resize': photos above max_working_pixels are downscaled to it for the network and "
@@ -113,7 +115,9 @@ class Settings(BaseSettings):
         "if larger, is analysed in overlapping tile_size tiles (finer, slower).",
     )
     max_working_pixels: int = Field(
-        1024 * 1024, ge=4096, description="'resize' policy: pixels the network sees at most."
+        4 * 1024 * 1024, ge=4096, description="'resize' policy: pixels the network sees at most (4 MP); "
+        "ORT's memory grows with it, about 0.13 GiB + 480 bytes per working pixel once a photo this large "
+        "has been analysed.",
     )
     tile_size: int = Field(1024, ge=64, description="'tile' policy: tile width and height in pixels.")
     tile_overlap: int = Field(128, ge=0, description="'tile' policy: overlap between neighbouring tiles.")
@@ -200,3 +204,22 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings, read from the environment once."""
     return Settings()
+
+
+# --- the stated memory bound ----------------------------------------------------------------
+# Measured with bench/working_size.py (a real `span serve`, 12 MP and 50 MP JPEGs, 1 and 4
+# clients, peak RSS): the runtime and model take ~0.13 GiB, ONNX Runtime's arena grows to the
+# largest input it has run (~480 bytes per working pixel: 0.6 GiB at 1 MP, 2.0 GiB at 4 MP),
+# and each decoded pixel in flight peaks at ~50 bytes (photo, working copy, native-resolution
+# cues, full-size map). docs/reliability.md "Memory bound"; the Kubernetes limit holds it.
+RUNTIME_BYTES = 140_000_000
+ARENA_BYTES_PER_WORKING_PIXEL = 480
+PEAK_BYTES_PER_PIXEL_IN_FLIGHT = 50
+
+
+def memory_bound_bytes(settings: Settings) -> int:
+    """The most resident memory these settings let one server process reach (the stated bound)."""
+    working = settings.max_working_pixels if settings.large_image_policy == "resize" else settings.max_batch_pixels
+    pixels_in_flight = max(settings.max_pixels_in_flight, settings.max_pixels)
+    return (RUNTIME_BYTES + ARENA_BYTES_PER_WORKING_PIXEL * working + settings.max_body_bytes_in_flight
+            + PEAK_BYTES_PER_PIXEL_IN_FLIGHT * pixels_in_flight)

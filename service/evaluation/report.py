@@ -156,6 +156,8 @@ def score_summary(report: Mapping[str, Any]) -> dict[str, Any]:
         "skipped": len(report["skipped"]),
         "threshold": report["settings"]["threshold"],
         "large_image_policy": report["settings"]["engine"].get("large_image_policy"),
+        # photos above it are resized before the network sees them: part of what the scores mean
+        "max_working_pixels": report["settings"]["engine"].get("max_working_pixels"),
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "results": {method: {**pick(block), "by_dataset": {name: pick(v) for name, v in block["by_dataset"].items()}}
                     for method, block in report["results"].items()},

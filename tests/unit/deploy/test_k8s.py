@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from service.app import create_app
-from service.settings import Settings
+from service.settings import Settings, memory_bound_bytes
 from spancli import main as cli
 from spancore.testing import ROOT
 
@@ -24,8 +24,6 @@ K8S = ROOT / "deploy" / "k8s"
 OVERLAYS = ("cpu", "gpu")
 KUBERNETES_VERSION = "1.32"   # the schemas manifests are checked against; kubectl here is v1.32
 GiB = 1024 ** 3
-MODEL_AND_RUNTIME_BYTES = 0.6 * GiB   # resident once loaded (docs/reliability.md, "Memory bound")
-BYTES_PER_PIXEL_IN_FLIGHT = 30        # peak per decoded pixel being analysed (same section)
 
 kubectl = shutil.which("kubectl")
 needs_kubectl = pytest.mark.skipif(kubectl is None, reason="kubectl is not installed (kustomize builds skipped)")
@@ -161,11 +159,13 @@ def test_probes_port_and_drain_match_the_service(overlay, monkeypatch):
     # ORT threads = the CPU limit (ORT would otherwise count the node's cores).
     limits = container["resources"]["limits"]
     assert settings.intra_op_threads == int(limits["cpu"])
-    # The memory limit holds the service's stated worst case under these settings.
-    worst = (MODEL_AND_RUNTIME_BYTES + settings.max_body_bytes_in_flight
-             + BYTES_PER_PIXEL_IN_FLIGHT * max(settings.max_pixels_in_flight, settings.max_pixels))
-    assert worst <= _bytes(limits["memory"])
-    assert _bytes(container["resources"]["requests"]["memory"]) <= _bytes(limits["memory"])
+    # The memory limit holds the service's stated worst case under these settings (the working
+    # size's arena included: a default that grows it must grow the limit too), and the request
+    # holds what one large photo takes (the arena at full size plus a 12 MP photo in flight).
+    assert memory_bound_bytes(settings) <= _bytes(limits["memory"])
+    one_large_photo = memory_bound_bytes(settings.model_copy(update={
+        "max_body_bytes_in_flight": 0, "max_pixels_in_flight": 12_000_000, "max_pixels": 12_000_000}))
+    assert one_large_photo <= _bytes(container["resources"]["requests"]["memory"]) <= _bytes(limits["memory"])
 
     # Other secret settings: an optional Secret read as SPAN_* variables.
     assert {"secretRef": {"name": "span-secrets", "optional": True}} in container["envFrom"]
