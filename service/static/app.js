@@ -20,6 +20,16 @@ const LAYER_CAPTIONS = {
   jpeg: "JPEG grid: bright regions carry an 8×8 block grid shifted against the photo's (pasted without aligning).",
   copymove: "Copy-move: regions found twice in the photo; lines join matching points of the source (cyan) and the copy (magenta).",
 };
+// The caption of a layer; copy-move's also counts what it verified and what it set aside, so an
+// analyst sees that look-alikes were considered (a facade's windows) and why they are not marked.
+function layerCaption(card, name) {
+  const summary = name === "copymove" ? card.view.copymove : null;
+  if (!summary) return LAYER_CAPTIONS[name];
+  const found = (summary.regions || []).length + (summary.dense_shifts || []).length;
+  const rejected = (summary.rejected || []).length;
+  return `${LAYER_CAPTIONS[name]} ${found} verified; ${rejected} look-alike${rejected === 1 ? "" : "s"} set aside ` +
+    "(their fine noise differs: repeated structure, not a copy).";
+}
 const MAX_PARALLEL = 2;       // the server batches; two in flight keeps it busy without flooding its queue
 const MAX_BUSY_RETRIES = 3;   // 429/503 with Retry-After: wait and try again a few times
 // Overlay opacity grows with the probability, as in service/render.py: at the slider's value s a
@@ -211,7 +221,7 @@ function createCard(file) {
     radio.name = `${card.id}-layer`;
     radio.addEventListener("change", () => {
       card.view.layer = radio.value;
-      field(card, "layer-caption").textContent = LAYER_CAPTIONS[radio.value];
+      field(card, "layer-caption").textContent = layerCaption(card, radio.value);
       draw(card);
     });
   }

@@ -40,7 +40,7 @@ async function loadLayers(card, width, height) {
   card.view.copymove = copymove && copymove.applicable ? copymove.summary : null;
   fillFilePanel(card, body.layers.metadata, body.layers.jpeg);
   fillProvenance(card, body.layers.c2pa);
-  caption.textContent = LAYER_CAPTIONS[card.view.layer];
+  caption.textContent = layerCaption(card, card.view.layer);
   card.classList.add("layers-done");
   draw(card);
 }

@@ -73,15 +73,19 @@ def test_camera_file_sections_carry_the_evidence(api):
 
 
 def test_copy_move_layer_on_a_dev_copy_move_row(api):
-    image = DEV / "images" / "noso__06_mod.png"
+    """A NoSo copy-move is found and verified; its untouched original, with the same scene, is not."""
+    image, original = DEV / "images" / "noso__03_mod.png", DEV / "images" / "noso__03_orig.png"
     if not image.is_file():
         pytest.skip("no dev benchmark")
     body = analyze(api, image.read_bytes(), "copymove,jpeg").json()
     copymove = body["layers"]["copymove"]["summary"]
     assert copymove["found"] and copymove["regions"][0]["n_matches"] >= 6
+    assert copymove["regions"][0]["residual_correlation"] >= copymove["min_residual_correlation"]
     assert len(copymove["regions"][0]["source_polygon"]) >= 3
     assert not body["layers"]["jpeg"]["applicable"] and "not a JPEG" in body["layers"]["jpeg"]["reason"]
     assert "model" not in body  # the model did not run: span was not asked for
+    untouched = analyze(api, original.read_bytes(), "copymove").json()["layers"]["copymove"]["summary"]
+    assert not untouched["found"] and untouched["copied_fraction"] == 0
 
 
 def test_unknown_layers_and_bad_images_are_4xx_json(api):

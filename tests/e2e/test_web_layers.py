@@ -70,7 +70,12 @@ def test_layer_switch_draws_the_servers_maps_and_copy_move_lines(page, live_serv
 
     # Copy-move: both regions bright, lines drawn between them, the rest of the map dark.
     switch.get_by_label("Copy-move", exact=True).check()
-    region = body["layers"]["copymove"]["summary"]["regions"][0]
+    summary = body["layers"]["copymove"]["summary"]
+    region = summary["regions"][0]
+    assert region["residual_correlation"] > summary["min_residual_correlation"]
+    verified = len(summary["regions"]) + len(summary["dense_shifts"])
+    sync_api.expect(card.get_by_test_id("layer-caption")).to_contain_text(
+        f"{verified} verified; {len(summary['rejected'])} look-alike")
     assert region["transform"]["translation"] == pytest.approx([TARGET[1] - SOURCE[1], TARGET[0] - SOURCE[0]], abs=3)
     centres = np.array([[(SOURCE[1] + SOURCE[3]) // 2, (SOURCE[0] + SOURCE[2]) // 2],
                         [(TARGET[1] + TARGET[3]) // 2, (TARGET[0] + TARGET[2]) // 2]])

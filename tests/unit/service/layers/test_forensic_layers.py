@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from service.decode import decode_image
 from service.layers import ANALYSERS, DEFAULT_LAYERS, LAYER_NAMES, Photo, parse_layers, run_layer, run_layers
@@ -18,6 +18,7 @@ from spancore.testing import EXIF_SAMPLES, SHARED_DATA
 
 CAMERAS = SHARED_DATA / "photos" / "cameras"
 SUN = SHARED_DATA / "photos" / "sun-hays80"
+URBAN = SHARED_DATA / "photos" / "urban100"
 pytestmark = pytest.mark.skipif(not CAMERAS.is_dir(), reason=f"shared data not found at {SHARED_DATA}")
 
 
@@ -142,6 +143,41 @@ def test_copy_move_recovers_the_copied_region_and_its_shift():
     inside_source, _ = inside_vs_outside(result.heatmap, (60, 60, 160, 180))
     assert inside_target > 0.5 and inside_source > 0.5 and outside < 0.1
     assert all(len(match) == 4 for match in region["matches"])
+    # A copy carries its source's noise: the residuals correlate almost perfectly (JPEG q90 after the copy).
+    assert region["residual_correlation"] > 0.9
+
+
+def test_copy_move_rejects_a_facade_that_repeats_itself():
+    """An untouched Urban100 facade: rows of identical windows give SIFT groups with 22 and more
+    matches on one translation (found as copies before the residual check), but each window has
+    its own noise, so the residuals do not correlate: nothing is marked, and the candidates are
+    listed as rejected for an analyst to see."""
+    path = URBAN / "img_002.jpg"
+    rgb = np.asarray(Image.open(path).convert("RGB"))
+    groups, _, _ = copy_move.keypoint_groups(rgb)
+    assert max(len(group["source"]) for group in groups) >= 20  # the structure does repeat
+    result = run_layer("copymove", photo_of(path.read_bytes()))
+    summary = result.summary
+    assert not summary["found"] and summary["n_regions"] == 0 and result.heatmap.max() == 0
+    assert len(summary["rejected"]) == len(groups)
+    assert all(r["residual_correlation"] < summary["min_residual_correlation"] for r in summary["rejected"])
+
+
+def test_residual_correlation_tells_a_copy_from_a_re_shot_repeat():
+    """The check itself: the same patch pasted (copy) vs the same patch with fresh sensor-like noise
+    (a repeat: same structure, its own noise)."""
+    rng = np.random.default_rng(0)
+    rgb = np.ascontiguousarray(np.asarray(Image.open(sorted(SUN.glob("*.jpg"))[5]).convert("RGB"))[:256, :384])
+    clean = np.asarray(Image.fromarray(rgb).filter(ImageFilter.GaussianBlur(2)), np.float64)  # structure only
+    noisy = lambda: np.clip(clean + rng.normal(0, 4, clean.shape), 0, 255).astype(np.uint8)  # noqa: E731
+    copied, repeated = noisy(), noisy()
+    copied[150:230, 250:350] = copied[20:100, 20:120]
+    repeated[150:230, 250:350] = noisy()[20:100, 20:120]
+    shift = np.array([[1.0, 0.0, 230.0], [0.0, 1.0, 130.0]])
+    target = np.zeros(rgb.shape[:2], bool)
+    target[150:230, 250:350] = True
+    assert copy_move.residual_correlation(copy_move.noise_residual(copied), shift, target) > 0.95
+    assert copy_move.residual_correlation(copy_move.noise_residual(repeated), shift, target) < 0.3
 
 
 def test_copy_move_on_an_untouched_camera_photo_finds_little():
