@@ -478,6 +478,15 @@ def finish(run: Run, span: Span) -> Path:
     return final
 
 
+def finish_stopped(config: TrainConfig) -> Path:
+    """final.pt of a run that --max-minutes stopped, from its best validated weights, without
+    training on: what the run would have written at its end, with its training record (run,
+    config, step), which calibration and export carry into the manifest."""
+    best = config.run_dir / "best.pt"
+    if not best.exists():  # checked before Run, which would create the folder
+        raise FileNotFoundError(f"{best} does not exist: the run has not validated anything to finish with")
+    return finish(Run(config, resume=True), Span.from_checkpoint(torch.load(best, map_location="cpu", weights_only=False)))
+
 
 if __name__ == "__main__":  # python -m models.train --config ... (where the `span` command is not installed)
     import argparse

@@ -243,14 +243,22 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue runs/<name>/ckpt.pt where it stopped."),
     max_minutes: float = typer.Option(None, min=0.0, help="Save a checkpoint and stop after this many minutes "
                                       f"(exit status {TRAIN_UNFINISHED}); for time-limited calls such as the GPU device tool."),
+    finish: bool = typer.Option(False, "--finish", help="Do not train: write final.pt of a run that --max-minutes "
+                                "stopped, from its best validated weights (what `models.calibrate` and `span export` take)."),
 ) -> None:
     """Train SPAN: stage 1 pretrains Featex, stage 2 learns localisation (docs/training.md). Needs the train extra."""
     require_train_extra("train", ("torch",))
-    from models.train import TrainConfig, train as run_training  # torch side: imported only here
+    from models.train import TrainConfig, finish_stopped, train as run_training  # torch side: imported only here
 
+    if finish and (resume or max_minutes is not None):
+        typer.echo("span train: --finish trains nothing; it takes neither --resume nor --max-minutes", err=True)
+        raise typer.Exit(2)
     try:
-        final = run_training(TrainConfig.load(config), resume=resume, max_minutes=max_minutes)
-    except (FileExistsError, ValueError) as error:
+        if finish:
+            final = finish_stopped(TrainConfig.load(config))
+        else:
+            final = run_training(TrainConfig.load(config), resume=resume, max_minutes=max_minutes)
+    except (FileExistsError, FileNotFoundError, ValueError) as error:
         typer.echo(f"span train: {error}", err=True)
         raise typer.Exit(2) from None
     if final is None:

@@ -217,6 +217,39 @@ def test_span_train_command_stops_and_resumes(tmp_path):
     assert (tmp_path / "cli" / "final.pt").exists()
 
 
+def test_span_train_finish_turns_a_stopped_run_into_final_weights(tmp_path):
+    """A run stopped by --max-minutes has best.pt but no final.pt; --finish writes it with the
+    training record calibration and export need, and refuses what it cannot finish."""
+    from typer.testing import CliRunner
+
+    from spancli.main import app
+
+    first = train(tiny_config(tmp_path, name="first"))
+    config = tiny_config(tmp_path, name="stopped", init_checkpoint=str(first))
+    path = tmp_path / "stopped.json"
+    path.write_text(json.dumps(config.to_dict()))
+    runner = CliRunner()
+    assert runner.invoke(app, ["train", "--config", str(path), "--max-minutes", "0"]).exit_code != 0
+    assert (tmp_path / "stopped" / "best.pt").exists() and not (tmp_path / "stopped" / "final.pt").exists()
+
+    done = runner.invoke(app, ["train", "--config", str(path), "--finish"])
+    assert done.exit_code == 0, done.output
+    final = torch.load(tmp_path / "stopped" / "final.pt", weights_only=False)
+    best = torch.load(tmp_path / "stopped" / "best.pt", weights_only=False)
+    assert final["training"]["run"] == "stopped" and final["training"]["step"] == best["step"] == 0
+    assert final["training"]["config"]["init_checkpoint"] == str(first) and final["trained"]
+    for key, value in best["state_dict"].items():
+        assert torch.equal(final["state_dict"][key], value), key
+
+    both = runner.invoke(app, ["train", "--config", str(path), "--finish", "--resume"])
+    assert both.exit_code == 2 and "--finish" in both.output
+    nothing = tmp_path / "nothing.json"
+    nothing.write_text(json.dumps(tiny_config(tmp_path, name="nothing").to_dict()))
+    missing = runner.invoke(app, ["train", "--config", str(nothing), "--finish"])
+    assert missing.exit_code == 2 and "best.pt does not exist" in missing.output
+    assert not (tmp_path / "nothing").exists()  # a refused finish leaves nothing behind
+
+
 def test_calibration_centres_and_scales_featex(tmp_path):
     from models.train import calibrate_featex
 
