@@ -22,7 +22,9 @@ import argparse
 import io
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -60,23 +62,38 @@ def evidence(summary: dict) -> dict[str, float]:
     }
 
 
-def measure(pairs: int, seed: int, size: int, progress=print) -> dict:
+class PairPhoto(NamedTuple):
+    pair: int
+    label: int              # 1: the copy-move, 0: the same frame before the edit
+    quality: int | None     # JPEG quality both were saved at; None: PNG
+    data: bytes             # the file
+    rgb: np.ndarray         # the file decoded again
+    format: str
+    mask: np.ndarray | None  # the copy's truth (label 1 only)
+
+
+def copy_move_pairs(pairs: int, seed: int, size: int) -> Iterator[PairPhoto]:
+    """Both photos of each synthetic pair, the copy-move first, saved alike."""
     photos = list_photos("val")
-    engine = Engine.from_settings(Settings())
-    rows = []
-    started = time.perf_counter()
     for index in range(pairs):
         rng = np.random.default_rng([seed, index])
         forgery = synthesize(rng, photos, size, "copy-move", post=None)
         quality = None if rng.random() < 0.5 else int(rng.integers(70, 100))
-        for label, rgb in ((1, forgery.image), (0, forgery.original)):
-            data, decoded, fmt = saved(rgb, quality)
-            heat = engine.predict(decoded)
-            result = copy_move.analyse(Photo(data=data, rgb=decoded, format=fmt))
-            rows.append({"pair": index, "label": label, "quality": quality,
-                         "model": float(image_scores(heat[None])[0]), **evidence(result.summary)})
-        if (index + 1) % 20 == 0:
-            progress(f"{index + 1}/{pairs} pairs, {time.perf_counter() - started:.0f} s")
+        for label, rgb, mask in ((1, forgery.image, forgery.mask), (0, forgery.original, None)):
+            yield PairPhoto(index, label, quality, *saved(rgb, quality), mask)
+
+
+def measure(pairs: int, seed: int, size: int, progress=print) -> dict:
+    engine = Engine.from_settings(Settings())
+    rows = []
+    started = time.perf_counter()
+    for photo in copy_move_pairs(pairs, seed, size):
+        heat = engine.predict(photo.rgb)
+        result = copy_move.analyse(Photo(data=photo.data, rgb=photo.rgb, format=photo.format))
+        rows.append({"pair": photo.pair, "label": photo.label, "quality": photo.quality,
+                     "model": float(image_scores(heat[None])[0]), **evidence(result.summary)})
+        if photo.label == 0 and (photo.pair + 1) % 20 == 0:
+            progress(f"{photo.pair + 1}/{pairs} pairs, {time.perf_counter() - started:.0f} s")
     engine.close()
     return {"rows": rows, "threshold": engine.threshold}
 
@@ -112,7 +129,8 @@ def untouched_scan(progress=print) -> dict[str, dict]:
     counts = {}
     for folder in UNTOUCHED:
         found = []
-        for path in sorted((root / folder).glob("*.jpg")):
+        paths = sorted((root / folder).glob("*.jpg"))
+        for path in paths:
             data = path.read_bytes()
             rgb = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))).convert("RGB"))
             summary = copy_move.analyse(Photo(data=data, rgb=rgb, format="JPEG")).summary
@@ -120,7 +138,7 @@ def untouched_scan(progress=print) -> dict[str, dict]:
                 found.append({"file": path.name,
                               "keypoints": [r["residual_correlation"] for r in summary["regions"]],
                               "dense": [d["residual_correlation"] for d in summary["dense_shifts"]]})
-        counts[folder] = {"photos": len(list((root / folder).glob("*.jpg"))), "marked": len(found), "found": found}
+        counts[folder] = {"photos": len(paths), "marked": len(found), "found": found}
         progress(f"{folder}: {len(found)} of {counts[folder]['photos']} marked {found}")
     return counts
 

@@ -7,7 +7,9 @@ BusterNet-style copy-move branches compare every position of a feature map with 
 one: a copied region finds its source, an untouched photo (ideally) finds nothing but its
 neighbours. Before training such a branch on this CPU, this measures how far the raw signal
 goes with no training at all: per position, the best cosine similarity to any position more
-than ``--min-distance`` cells away, summed up per image as the mean of the top 1 %.
+than ``--min-distance`` cells away, summed up per image as the mean of the top 1 % (the
+map's own image score). On the synthetic copy-moves it also scores each per-cell map against
+the copy's truth (pixel AUC over the cells): does the signal mark the copy at all?
 
 Descriptors compared (each at a stride of 8 pixels):
 - ``featex``: the shipped detector's frozen Featex features (weights/span.pt), 256-d, the
@@ -24,7 +26,6 @@ extra (torch, the synthesis).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from pathlib import Path
 
@@ -33,19 +34,18 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from bench.copy_move_evidence import saved
-from models.sources import list_photos
+from bench.copy_move_evidence import copy_move_pairs
 from models.span import Span
-from models.synthesis import synthesize
+from service.decode import decode_image
 from service.engine import Engine
+from service.evaluation.benchmark import read_benchmark
 from service.settings import Settings
 from spancore.scoring import image_scores, roc_auc
 
 STRIDE = 8
-TOP_FRACTION = 0.01
 
 
-def featex_descriptors(span: Span, rgb: np.ndarray) -> torch.Tensor:
+def featex_descriptors(span: Span, rgb: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
     """(positions, 256) Featex features pooled to the stride, centred on the photo's mean, unit norm."""
     image = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].float()
     with torch.inference_mode():
@@ -54,7 +54,7 @@ def featex_descriptors(span: Span, rgb: np.ndarray) -> torch.Tensor:
     descriptors = pooled[0].flatten(1).T
     # Featex's unit-norm outputs share one dominant direction (every pair of positions scores
     # ~1.0 by cosine); what varies is the part around the photo's own mean.
-    return F.normalize(descriptors - descriptors.mean(0, keepdim=True), dim=1), pooled.shape[2:]
+    return F.normalize(descriptors - descriptors.mean(0, keepdim=True), dim=1), tuple(pooled.shape[2:])
 
 
 def pixel_descriptors(rgb: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -88,47 +88,59 @@ def far_matches(descriptors: torch.Tensor, shape: tuple[int, int], min_distance:
 
 
 def top_mean(values: np.ndarray) -> float:
-    flat = np.sort(values.ravel())
-    return float(flat[-max(1, int(np.ceil(flat.size * TOP_FRACTION))):].mean())
+    """The map's own image score (mean of the top 1 %), applied to a per-cell match map."""
+    return float(image_scores(values[None])[0])
 
 
-def score_photo(span: Span, engine: Engine, rgb: np.ndarray, min_distance: int) -> dict[str, float]:
-    out = {"model": float(image_scores(engine.predict(rgb)[None])[0])}
+def cell_truth(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The truth mask on the cell grid: a cell is copied where most of its area is."""
+    cells = Image.fromarray((mask > 0).astype(np.uint8) * 255).resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
+    return np.asarray(cells) > 127
+
+
+def score_photo(span: Span, engine: Engine, rgb: np.ndarray, min_distance: int,
+                mask: np.ndarray | None = None) -> dict[str, float | None]:
+    """Image scores of each signal; with a truth mask also ``*_pixel_auc``: how well the per-cell
+    map itself marks the copied cells."""
+    out: dict[str, float | None] = {"model": float(image_scores(engine.predict(rgb)[None])[0])}
     for name, (descriptors, shape) in (("featex", featex_descriptors(span, rgb)), ("pixels", pixel_descriptors(rgb))):
         first, second = far_matches(descriptors, shape, min_distance)
-        out[name] = top_mean(first)
-        out[f"{name}_distinct"] = top_mean(first - second)
+        for signal, cells in ((name, first), (f"{name}_distinct", first - second)):
+            out[signal] = top_mean(cells)
+            if mask is not None:
+                out[f"{signal}_pixel_auc"] = roc_auc(cells.ravel(), cell_truth(mask, shape).ravel())
     return out
 
 
 def synthetic_rows(span: Span, engine: Engine, pairs: int, seed: int, size: int, min_distance: int) -> list[dict]:
-    photos = list_photos("val")
-    rows = []
-    for index in range(pairs):
-        rng = np.random.default_rng([seed, index])
-        forgery = synthesize(rng, photos, size, "copy-move", post=None)
-        quality = None if rng.random() < 0.5 else int(rng.integers(70, 100))
-        for label, rgb in ((1, forgery.image), (0, forgery.original)):
-            _, decoded, _ = saved(rgb, quality)
-            rows.append({"pair": index, "label": label, **score_photo(span, engine, decoded, min_distance)})
-    return rows
+    return [{"pair": photo.pair, "label": photo.label, **score_photo(span, engine, photo.rgb, min_distance, photo.mask)}
+            for photo in copy_move_pairs(pairs, seed, size)]
 
 
 def manifest_rows(span: Span, engine: Engine, manifest: Path, dataset: str, min_distance: int) -> list[dict]:
-    rows = []
-    with manifest.open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            if row["dataset"] != dataset:
-                continue
-            rgb = np.asarray(Image.open(manifest.parent / row["image"]).convert("RGB"))
-            rows.append({"id": row["id"], "label": int(row["kind"] != "pristine"),
-                         **score_photo(span, engine, rgb, min_distance)})
-    return rows
+    """One dataset's rows of a benchmark, decoded as `span evaluate` decodes them; a row
+    without a mask is pristine (label 0), as there."""
+    settings = engine.settings
+    return [{"id": row.id, "label": int(row.mask is not None),
+             **score_photo(span, engine, decode_image(row.image.read_bytes(), max_pixels=settings.max_pixels,
+                                                      min_side=settings.min_side).rgb, min_distance)}
+            for row in read_benchmark(manifest) if row.dataset == dataset]
 
 
-def summarise(rows: list[dict]) -> dict[str, float]:
+SIGNALS = ("featex", "featex_distinct", "pixels", "pixels_distinct")
+
+
+def summarise(rows: list[dict]) -> tuple[dict[str, float], dict[str, float]]:
+    """Image AUC of each score over all photos, and the mean per-cell pixel AUC of each signal
+    over the copy-moves whose truth covers some but not all cells."""
     labels = np.array([r["label"] for r in rows], dtype=bool)
-    return {name: roc_auc(np.array([r[name] for r in rows]), labels) for name in ("model", "featex", "featex_distinct", "pixels", "pixels_distinct")}
+    image_auc = {name: roc_auc(np.array([r[name] for r in rows]), labels) for name in ("model", *SIGNALS)}
+    pixel_auc = {}
+    for name in SIGNALS:
+        values = [r[f"{name}_pixel_auc"] for r in rows if r.get(f"{name}_pixel_auc") is not None]
+        if values:
+            pixel_auc[name] = float(np.mean(values))
+    return image_auc, pixel_auc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,12 +162,15 @@ def main(argv: list[str] | None = None) -> int:
     else:
         rows = synthetic_rows(span, engine, args.pairs, args.seed, args.size, args.min_distance)
     engine.close()
-    table = summarise(rows)
+    image_auc, pixel_auc = summarise(rows)
     if args.json:
         args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows,
-                                         "image_auc": table}, indent=2))
+                                         "image_auc": image_auc, "pixel_auc": pixel_auc}, indent=2))
     print(f"{len(rows)} photos ({sum(r['label'] for r in rows)} copy-moved): image AUC "
-          + ", ".join(f"{name} {auc:.3f}" for name, auc in table.items()))
+          + ", ".join(f"{name} {auc:.3f}" for name, auc in image_auc.items()))
+    if pixel_auc:
+        print("inside the copy-moves, per-cell pixel AUC (mean over photos): "
+              + ", ".join(f"{name} {auc:.3f}" for name, auc in pixel_auc.items()))
     return 0
 
 
