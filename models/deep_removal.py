@@ -14,12 +14,13 @@ import numpy as np
 from spancore.inpaint import inpainter
 
 
-def deep_inpaint_removal(rng: np.random.Generator, host: np.ndarray, seg: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def deep_inpaint_removal(rng: np.random.Generator, host: np.ndarray, seg: np.ndarray | None,
+                         uniform: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(image, truth mask): a region (BSDS object or random shape, 1-12% of the frame, as
     synthesis.removal draws it) filled by the generator; pixels outside it are untouched."""
     from models import synthesis  # synthesis dispatches here: import it lazily
 
     h, w = host.shape[:2]
-    mask = synthesis.region(rng, seg, h, w, 0.01, 0.12)
+    mask = synthesis.region(rng, seg, h, w, 0.01, 0.12, uniform=uniform)
     filled, _ = inpainter().fill(host, mask.astype(np.uint8))
     return filled, (mask >= 0.5).astype(np.float32)

@@ -12,10 +12,13 @@ FEATHER_MAX_RADIUS = 6  # px: a feathered edge never reaches further than this o
 
 # ----------------------------------------------------------------------------- region shapes
 
-def random_shape(rng: np.random.Generator, h: int, w: int, area: float, p_edge: float = 0.0) -> np.ndarray:
+def random_shape(rng: np.random.Generator, h: int, w: int, area: float, p_edge: float = 0.0,
+                 uniform: bool = False) -> np.ndarray:
     """A binary float mask of roughly ``area`` (fraction of h*w): a smooth random blob,
     an ellipse or a rotated rectangle, at a random position fully inside the frame or, with
-    probability ``p_edge``, cut by the frame's edge (real edits touch borders too)."""
+    probability ``p_edge``, cut by the frame's edge (real edits touch borders too).
+    ``uniform`` (p_edge is then unused): anywhere, the frame cutting it wherever it falls, so
+    that every pixel is about as likely to be edited as any other (see :func:`uniform_offset`)."""
     r = math.sqrt(area * h * w / math.pi)
     style = rng.choice(["blob", "blob", "ellipse", "rectangle"])
     aspect = math.exp(rng.uniform(-0.6, 0.6))
@@ -39,6 +42,12 @@ def random_shape(rng: np.random.Generator, h: int, w: int, area: float, p_edge: 
     scale = min(1.0, 0.9 * w / span[0], 0.9 * h / span[1])  # never larger than the frame
     pts *= scale
     lo, hi = pts.min(0), pts.max(0)
+    if uniform:
+        for _ in range(8):
+            cx, cy = uniform_offset(rng, w, lo[0], hi[0]), uniform_offset(rng, h, lo[1], hi[1])
+            mask = _fill(pts + [cx, cy], h, w)
+            if mask.sum() >= MIN_INSIDE * _polygon_area(pts):
+                return mask
     cx = rng.uniform(-lo[0], w - hi[0]) if w - hi[0] > -lo[0] else w / 2
     cy = rng.uniform(-lo[1], h - hi[1]) if h - hi[1] > -lo[1] else h / 2
     if p_edge and rng.random() < p_edge:  # centre on a random point of the frame's edge band
@@ -46,8 +55,32 @@ def random_shape(rng: np.random.Generator, h: int, w: int, area: float, p_edge: 
             cx = float(rng.choice([rng.uniform(0, 0.15 * w), rng.uniform(0.85 * w, w)]))
         else:
             cy = float(rng.choice([rng.uniform(0, 0.15 * h), rng.uniform(0.85 * h, h)]))
+    return _fill(pts + [cx, cy], h, w)
+
+
+# A shape placed uniformly keeps at least this share of its area inside the frame: a sliver
+# of a region at the very edge teaches nothing and is not what an editor leaves.
+MIN_INSIDE = 0.3
+
+
+def uniform_offset(rng: np.random.Generator, size: int, lo: float, hi: float) -> float:
+    """Where to put a shape extending from ``lo`` (<= 0) to ``hi`` (>= 0) about its anchor
+    along an axis of ``size`` px, so that every pixel is about equally likely to be covered.
+    Placing shapes fully inside the frame covers the outermost pixels far less often than
+    the centre, and a network trained on that learns to keep its map dark along the border.
+    Here the shape may stick out of the frame by up to (1 - MIN_INSIDE) of its extent."""
+    extent = hi - lo
+    return float(rng.uniform(-hi + MIN_INSIDE * extent, size - lo - MIN_INSIDE * extent))
+
+
+def _polygon_area(pts: np.ndarray) -> float:
+    x, y = pts[:, 0], pts[:, 1]
+    return 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
+
+
+def _fill(pts: np.ndarray, h: int, w: int) -> np.ndarray:
     mask = np.zeros((h, w), np.uint8)
-    cv2.fillPoly(mask, [np.round(pts + [cx, cy]).astype(np.int32)], 1)
+    cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 1)
     return mask.astype(np.float32)
 
 
@@ -71,13 +104,13 @@ def segment_shape(rng: np.random.Generator, seg: np.ndarray | None, lo: float, h
 
 
 def region(rng: np.random.Generator, seg: np.ndarray | None, h: int, w: int, lo: float, hi: float,
-           p_edge: float = 0.0) -> np.ndarray:
+           p_edge: float = 0.0, uniform: bool = False) -> np.ndarray:
     """A manipulation region: a segmented object when available (60%), else a random shape."""
     if seg is not None and rng.random() < 0.6:
         m = segment_shape(rng, seg, lo, hi)
         if m is not None:
             return m
-    return random_shape(rng, h, w, math.exp(rng.uniform(math.log(lo), math.log(hi))), p_edge)
+    return random_shape(rng, h, w, math.exp(rng.uniform(math.log(lo), math.log(hi))), p_edge, uniform)
 
 
 def alpha_of(rng: np.random.Generator, mask: np.ndarray, p_feather: float = 0.5) -> np.ndarray:

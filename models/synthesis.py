@@ -35,7 +35,7 @@ from models.deep_removal import deep_inpaint_removal
 from models.operations import (
     _INTERPOLATIONS, OPERATIONS, RETOUCH_RANGES, STAGE1_CLASSES, _u8, jpeg, op_contrast, op_gamma, op_noise,
 )
-from models.shapes import alpha_of, blend, random_shape, region, truth_of
+from models.shapes import MIN_INSIDE, alpha_of, blend, random_shape, region, truth_of, uniform_offset
 from models.sources import REPO_ROOT, Photo, list_cameras, list_photos, load_photo, random_crop
 from spancore.cues import compute_cues
 
@@ -136,8 +136,20 @@ def _colour_match(rng, patch: np.ndarray, pmask: np.ndarray, target: np.ndarray)
     return cv2.cvtColor(_u8(out), cv2.COLOR_LAB2RGB)
 
 
-def _place(rng, h: int, w: int, ph: int, pw: int) -> tuple[int, int]:
-    return int(rng.integers(0, h - ph + 1)), int(rng.integers(0, w - pw + 1))
+def _place(rng, h: int, w: int, patch: np.ndarray, pmask: np.ndarray, uniform: bool = False):
+    """Where an object goes: fully inside the frame, or (``uniform``) anywhere with the frame
+    cutting it, keeping at least MIN_INSIDE of it (models.shapes.uniform_offset). Returns the
+    object cut to the frame and its top-left corner."""
+    ph, pw = pmask.shape
+    if uniform:
+        for _ in range(8):
+            y = int(round(uniform_offset(rng, h, 0, ph)))
+            x = int(round(uniform_offset(rng, w, 0, pw)))
+            y0, y1, x0, x1 = max(y, 0), min(y + ph, h), max(x, 0), min(x + pw, w)
+            kept = pmask[y0 - y:y1 - y, x0 - x:x1 - x]
+            if kept.sum() >= max(16.0, MIN_INSIDE * pmask.sum()):
+                return patch[y0 - y:y1 - y, x0 - x:x1 - x], kept, y0, x0
+    return patch, pmask, int(rng.integers(0, h - ph + 1)), int(rng.integers(0, w - pw + 1))
 
 
 def _fit_object(rng, patch, pmask, h, w, area_lo=0.01, area_hi=0.3, max_angle=45.0, p_rotate=0.4):
@@ -160,21 +172,21 @@ def _fit_object(rng, patch, pmask, h, w, area_lo=0.01, area_hi=0.3, max_angle=45
     return (patch, pmask) if pmask.sum() >= 16 else None
 
 
-def splice(rng, host, donor, donor_seg, history: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def splice(rng, host, donor, donor_seg, history: bool = False, uniform: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """An object from another photo (BSDS segment or random shape), scaled, rotated,
     colour-matched, pasted with hard or feathered edges. ``history``: half the time the
-    object was JPEG-saved at its own quality first (another compression history)."""
+    object was JPEG-saved at its own quality first (another compression history).
+    ``uniform``: placed anywhere, the frame cutting it (see ``_place``)."""
     h, w = host.shape[:2]
     for _ in range(4):
-        omask = region(rng, donor_seg, *donor.shape[:2], 0.02, 0.35)
+        omask = region(rng, donor_seg, *donor.shape[:2], 0.02, 0.35, uniform=uniform)
         y0, y1, x0, x1 = _bbox(omask)
         fitted = _fit_object(rng, donor[y0:y1, x0:x1], omask[y0:y1, x0:x1], h, w)
         if fitted is not None:
             break
     else:
         raise RuntimeError("could not cut an object from the donor")
-    patch, pmask = fitted
-    y, x = _place(rng, h, w, *pmask.shape)
+    patch, pmask, y, x = _place(rng, h, w, *fitted, uniform)
     if history and rng.random() < 0.5:  # the donor was saved at its own quality before the paste
         patch = jpeg(patch, int(rng.integers(50, 96)))
     if rng.random() < 0.5:
@@ -184,18 +196,18 @@ def splice(rng, host, donor, donor_seg, history: bool = False) -> tuple[np.ndarr
     return _paste(rng, host, patch, pmask, y, x)
 
 
-def copy_move(rng, host, seg) -> tuple[np.ndarray, np.ndarray]:
+def copy_move(rng, host, seg, uniform: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """A region of the same photo moved elsewhere, possibly scaled, rotated or flipped.
-    The truth marks the pasted copy (the target), as CASIA and most benchmarks do."""
+    The truth marks the pasted copy (the target), as CASIA and most benchmarks do.
+    ``uniform``: source and copy anywhere, the frame cutting them (see ``_place``)."""
     h, w = host.shape[:2]
     for _ in range(8):
-        src = region(rng, seg, h, w, 0.01, 0.2)
+        src = region(rng, seg, h, w, 0.01, 0.2, uniform=uniform)
         y0, y1, x0, x1 = _bbox(src)
         fitted = _fit_object(rng, host[y0:y1, x0:x1], src[y0:y1, x0:x1], h, w, 0.01, 0.2, 30.0, 0.3)
         if fitted is None:
             continue
-        patch, pmask = fitted
-        y, x = _place(rng, h, w, *pmask.shape)
+        patch, pmask, y, x = _place(rng, h, w, *fitted, uniform)
         if abs(y - y0) + abs(x - x0) >= 8:  # a copy onto itself is no copy-move
             return _paste(rng, host, patch, pmask, y, x)
     raise RuntimeError("could not place a copy-move region")
@@ -224,10 +236,10 @@ def patch_fill(rng, img: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.roll(img, (-dy, -dx), axis=(0, 1))  # pixel (y, x) takes (y+dy, x+dx); only the hole is kept by the caller
 
 
-def removal(rng, host, seg, p_edge: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def removal(rng, host, seg, p_edge: float = 0.0, uniform: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """A region filled by OpenCV inpainting (Telea or Navier–Stokes) or a patch-based fill."""
     h, w = host.shape[:2]
-    mask = region(rng, seg, h, w, 0.01, 0.12, p_edge)
+    mask = region(rng, seg, h, w, 0.01, 0.12, p_edge, uniform)
     method = rng.choice(["telea", "ns", "patch"])
     if method == "patch":
         alpha = alpha_of(rng, mask, p_feather=0.5)
@@ -237,10 +249,10 @@ def removal(rng, host, seg, p_edge: float = 0.0) -> tuple[np.ndarray, np.ndarray
     return filled, mask  # inpaint changes only the hole
 
 
-def retouch(rng, host, seg, p_edge: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def retouch(rng, host, seg, p_edge: float = 0.0, uniform: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """One local operation (blur, sharpen, median, noise, gamma, contrast, colour, resampling) inside a region."""
     h, w = host.shape[:2]
-    mask = region(rng, seg, h, w, 0.02, 0.4, p_edge)
+    mask = region(rng, seg, h, w, 0.02, 0.4, p_edge, uniform)
     name = str(rng.choice(list(RETOUCH_RANGES)))
     lo, hi = RETOUCH_RANGES[name]
     value = float(rng.choice(np.arange(int(lo), int(hi) + 1, 2))) if name == "median" else float(rng.uniform(lo, hi))
@@ -250,13 +262,14 @@ def retouch(rng, host, seg, p_edge: float = 0.0) -> tuple[np.ndarray, np.ndarray
     return blend(host, OPERATIONS[name](host, value, rng), alpha), truth_of(alpha)
 
 
-def camera_splice(rng, host: np.ndarray, donor: np.ndarray, p_edge: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def camera_splice(rng, host: np.ndarray, donor: np.ndarray, p_edge: float = 0.0,
+                  uniform: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """A region of another camera's photo pasted into this one at the same place, nothing
     resampled: the pasted (smaller) region carries another camera's noise, demosaicing and
     JPEG history, on a grid shifted against the host's whenever the donor crop was. Both
     crops come from native camera JPEGs (see ``synthesize``)."""
     h, w = host.shape[:2]
-    mask = random_shape(rng, h, w, math.exp(rng.uniform(math.log(0.02), math.log(0.3))), p_edge)
+    mask = random_shape(rng, h, w, math.exp(rng.uniform(math.log(0.02), math.log(0.3))), p_edge, uniform)
     if mask.sum() < 16:
         mask = random_shape(rng, h, w, 0.1)
     if rng.random() < 0.3:
@@ -281,6 +294,18 @@ class Recipe:
     """Choices of the edit itself that later configs turn on (defaults: the original stream)."""
     splice_history: bool = False  # splice: half the donors JPEG-saved at their own quality first
     p_edge: float = 0.0           # removal/retouch/camera-splice regions cut by the frame edge
+    # "inside": objects fully inside the frame, random shapes too unless p_edge puts them on
+    # the edge; "uniform": every edit anywhere, cut by the frame wherever it falls, so the
+    # border is edited as often as the centre (the dark-border fix, weights/README.md)
+    placement: str = "inside"
+
+    def __post_init__(self):
+        if self.placement not in ("inside", "uniform"):
+            raise ValueError(f"placement must be 'inside' or 'uniform', not {self.placement!r}")
+
+    @property
+    def uniform(self) -> bool:
+        return self.placement == "uniform"
 
 
 def synthesize(rng: np.random.Generator, photos: list[Photo], size: int, kind: str,
@@ -293,7 +318,7 @@ def synthesize(rng: np.random.Generator, photos: list[Photo], size: int, kind: s
         factor = rng.uniform(*post.resize_range)
         canvas = max(size // 2, round(size / factor))
     if kind in ("camera-splice", "camera-pristine"):
-        return _synthesize_camera_splice(rng, size, post, recipe.p_edge, edit=kind == "camera-splice")
+        return _synthesize_camera_splice(rng, size, post, recipe, edit=kind == "camera-splice")
     photo = photos[int(rng.integers(len(photos)))]
     h0, w0 = load_photo(photo.path).shape[:2]
     canvas = min(canvas, h0, w0) if min(h0, w0) >= size else size  # never upscale the host just to shrink it again
@@ -305,15 +330,15 @@ def synthesize(rng: np.random.Generator, photos: list[Photo], size: int, kind: s
     elif kind == "splice":
         donor_photo = photos[int(rng.integers(len(photos)))]
         donor, donor_seg = random_crop(rng, donor_photo, min(canvas, *load_photo(donor_photo.path).shape[:2]))
-        image, mask = splice(rng, host, donor, donor_seg, recipe.splice_history)
+        image, mask = splice(rng, host, donor, donor_seg, recipe.splice_history, recipe.uniform)
     elif kind == "copy-move":
-        image, mask = copy_move(rng, host, seg)
+        image, mask = copy_move(rng, host, seg, recipe.uniform)
     elif kind == "removal":
-        image, mask = removal(rng, host, seg, recipe.p_edge)
+        image, mask = removal(rng, host, seg, recipe.p_edge, recipe.uniform)
     elif kind == "retouch":
-        image, mask = retouch(rng, host, seg, recipe.p_edge)
+        image, mask = retouch(rng, host, seg, recipe.p_edge, recipe.uniform)
     elif kind == "deep-inpaint":
-        image, mask = deep_inpaint_removal(rng, host, seg)
+        image, mask = deep_inpaint_removal(rng, host, seg, recipe.uniform)
     else:
         raise ValueError(f"unknown kind {kind!r}; expected one of {KINDS}")
     original = host
@@ -322,7 +347,7 @@ def synthesize(rng: np.random.Generator, photos: list[Photo], size: int, kind: s
     return Forgery(image, mask.astype(np.float32), kind, original)
 
 
-def _synthesize_camera_splice(rng, size: int, post: PostProcessing | None, p_edge: float,
+def _synthesize_camera_splice(rng, size: int, post: PostProcessing | None, recipe: Recipe,
                               edit: bool = True) -> Forgery:
     """Host and donor from two different cameras' native JPEGs (photos/cameras, training 4 in
     5), the host crop on its own 8x8 grid, the donor crop anywhere; the composite saved as a
@@ -336,7 +361,7 @@ def _synthesize_camera_splice(rng, size: int, post: PostProcessing | None, p_edg
     host, _ = random_crop(rng, cameras[int(a)], size, aligned=True)
     if edit:
         donor, _ = random_crop(rng, cameras[int(b)], size, aligned=rng.random() < 0.2)
-        image, mask = camera_splice(rng, host, donor, p_edge)
+        image, mask = camera_splice(rng, host, donor, recipe.p_edge, recipe.uniform)
     else:
         image, mask = host, np.zeros(host.shape[:2], np.float32)
     if post is not None and rng.random() < post.p_jpeg:
