@@ -103,11 +103,13 @@ def test_each_kind_edits_inside_its_mask_only(kind, placement, val_photos):
         assert f.mask.shape == (SIZE, SIZE)
         assert 0.003 < f.mask.mean() < 0.6, f.mask.mean()
         diff = np.abs(f.image.astype(int) - f.original.astype(int)).max(axis=2)
-        # a feathered edge may reach FEATHER_MAX_RADIUS px past the mask, never further; the
-        # truth is alpha >= 0.5, so a thin tip that feathering left below 0.5 is truth 0 and
-        # its faint edge may lie a few px further: a handful of pixels at most
+        # a feathered edge may reach FEATHER_MAX_RADIUS px past the mask, never further
         far = diff[~_near(f.mask, shapes.FEATHER_MAX_RADIUS + 1)]
-        assert np.count_nonzero(far) <= 0.001 * f.mask.size, np.count_nonzero(far)
+        if placement == "inside":
+            assert far.max(initial=0) == 0
+        else:  # the truth is alpha >= 0.5: a tip the frame cut thin, feathered below 0.5, is
+            # truth 0 while its faint edge changed (seen: 7 px in one of these 24): a handful at most
+            assert np.count_nonzero(far) <= 0.001 * f.mask.size, np.count_nonzero(far)
         assert diff[f.mask >= 0.5].mean() > 1.0  # and the region really changed
 
 
