@@ -29,8 +29,8 @@ MP = 1_000_000
 POLICIES: dict[str, dict] = {
     "resize to 1 MP": {"large_image_policy": "resize", "max_working_pixels": 1024 * 1024},
     "resize to 2 MP": {"large_image_policy": "resize", "max_working_pixels": 2 * MP},
-    "resize to 4 MP": {"large_image_policy": "resize", "max_working_pixels": 4 * MP},
-    "tile 1024, downscaled to 2 MP first (shipped default)": {"large_image_policy": "tile", "max_tiled_pixels": 2 * MP},
+    "resize to 4 MP (the default)": {"large_image_policy": "resize", "max_working_pixels": 4 * MP},
+    "tile 1024, downscaled to 2 MP first": {"large_image_policy": "tile", "max_tiled_pixels": 2 * MP},
     "tile 1024, downscaled to 3 MP first": {"large_image_policy": "tile", "max_tiled_pixels": 3 * MP},
     "tile 1024, downscaled to 4 MP first": {"large_image_policy": "tile", "max_tiled_pixels": 4 * MP},
     "tile 1024, native resolution (up to 16 MP)": {"large_image_policy": "tile", "max_tiled_pixels": 16 * MP},
