@@ -309,16 +309,18 @@ class Recipe:
 
 
 def synthesize(rng: np.random.Generator, photos: list[Photo], size: int, kind: str,
-               post: PostProcessing | None = PostProcessing(), recipe: Recipe = Recipe()) -> Forgery:
+               post: PostProcessing | None = PostProcessing(), recipe: Recipe = Recipe(),
+               cameras: str = "train") -> Forgery:
     """One training pair of the given kind. With ``post=None`` the frame is returned
-    as edited (no resize, noise or JPEG), which tests and figures use."""
+    as edited (no resize, noise or JPEG), which tests and figures use. ``cameras``: the
+    split of photos/cameras that camera kinds draw from (models.sources.list_cameras)."""
     canvas = size
     factor = 1.0
     if post is not None and rng.random() < post.p_resize:
         factor = rng.uniform(*post.resize_range)
         canvas = max(size // 2, round(size / factor))
     if kind in ("camera-splice", "camera-pristine"):
-        return _synthesize_camera_splice(rng, size, post, recipe, edit=kind == "camera-splice")
+        return _synthesize_camera_splice(rng, size, post, recipe, edit=kind == "camera-splice", cameras=cameras)
     photo = photos[int(rng.integers(len(photos)))]
     h0, w0 = load_photo(photo.path).shape[:2]
     canvas = min(canvas, h0, w0) if min(h0, w0) >= size else size  # never upscale the host just to shrink it again
@@ -348,7 +350,7 @@ def synthesize(rng: np.random.Generator, photos: list[Photo], size: int, kind: s
 
 
 def _synthesize_camera_splice(rng, size: int, post: PostProcessing | None, recipe: Recipe,
-                              edit: bool = True) -> Forgery:
+                              edit: bool = True, cameras: str = "train") -> Forgery:
     """Host and donor from two different cameras' native JPEGs (photos/cameras, training 4 in
     5), the host crop on its own 8x8 grid, the donor crop anywhere; the composite saved as a
     JPEG on the host's grid (as an editor saves it) with post.p_jpeg, else left as pixels.
@@ -356,11 +358,11 @@ def _synthesize_camera_splice(rng, size: int, post: PostProcessing | None, recip
     ``edit=False`` is the pristine counterpart ("camera-pristine"): the same host crop and
     re-save with nothing pasted, so an untouched camera photo (what most pristine uploads
     are) is a negative too, not only the scanned and re-saved collections."""
-    cameras = _camera_photos()
-    a, b = rng.choice(len(cameras), size=2, replace=False)
-    host, _ = random_crop(rng, cameras[int(a)], size, aligned=True)
+    photos = _camera_photos(cameras)
+    a, b = rng.choice(len(photos), size=2, replace=False)
+    host, _ = random_crop(rng, photos[int(a)], size, aligned=True)
     if edit:
-        donor, _ = random_crop(rng, cameras[int(b)], size, aligned=rng.random() < 0.2)
+        donor, _ = random_crop(rng, photos[int(b)], size, aligned=rng.random() < 0.2)
         image, mask = camera_splice(rng, host, donor, recipe.p_edge, recipe.uniform)
     else:
         image, mask = host, np.zeros(host.shape[:2], np.float32)
@@ -370,8 +372,8 @@ def _synthesize_camera_splice(rng, size: int, post: PostProcessing | None, recip
 
 
 @functools.lru_cache(maxsize=None)
-def _camera_photos() -> tuple[Photo, ...]:
-    return tuple(list_cameras("train"))
+def _camera_photos(split: str = "train") -> tuple[Photo, ...]:
+    return tuple(list_cameras(split))
 
 
 def post_process(rng, image, mask, original, size: int, post: PostProcessing):
@@ -407,12 +409,13 @@ class ForgeryDataset(torch.utils.data.Dataset):
 
     def __init__(self, split: str = "train", size: int = 256, length: int = 100_000, seed: int = 0,
                  kind_weights: dict[str, float] | None = None, post: PostProcessing | None = PostProcessing(),
-                 data_dir: Path | None = None, recipe: Recipe = Recipe(), cues: bool = False):
+                 data_dir: Path | None = None, recipe: Recipe = Recipe(), cues: bool = False,
+                 cameras: str = "train"):
         # BSDS photos are 481x321: patches up to 320 px never upscale them; larger patches
         # upscale small photos (a global resampling, like the post-processing resize).
         self.photos = list_photos(split, data_dir, min_side=min(size, 320))
         self.size, self.length, self.seed, self.post = size, length, seed, post
-        self.recipe, self.cues = recipe, cues
+        self.recipe, self.cues, self.cameras = recipe, cues, cameras
         weights = kind_weights or DEFAULT_KIND_WEIGHTS
         self.kinds = [k for k in KINDS if weights.get(k, 0) > 0]
         p = np.array([weights[k] for k in self.kinds], np.float64)
@@ -426,10 +429,11 @@ class ForgeryDataset(torch.utils.data.Dataset):
         kind = str(rng.choice(self.kinds, p=self.kind_p))
         for attempt in range(4):  # a rare placement failure retries with the same rng stream
             try:
-                return synthesize(rng, self.photos, self.size, kind, self.post, self.recipe)
+                return synthesize(rng, self.photos, self.size, kind, self.post, self.recipe, self.cameras)
             except RuntimeError:
                 continue
-        return synthesize(rng, self.photos, self.size, "pristine", self.post, self.recipe)
+        fallback = "camera-pristine" if kind.startswith("camera") else "pristine"
+        return synthesize(rng, self.photos, self.size, fallback, self.post, self.recipe, self.cameras)
 
     def __getitem__(self, index: int):
         f = self.forgery(index)

@@ -154,17 +154,42 @@ def lr_at(step: int, progress: float, s: StageSettings) -> float:
     return s.lr * (s.min_lr_ratio + (1 - s.min_lr_ratio) * cosine)
 
 
-def make_loader(dataset, start: int, stop: int, batch_size: int, run: Run) -> torch.utils.data.DataLoader:
-    """Sample indices start..stop-1 in order: the data is a function of the index, so this is resumable."""
+def make_loader(dataset, start: int, stop: int, batch_size: int | None, run: Run) -> torch.utils.data.DataLoader:
+    """Sample indices start..stop-1 in order: the data is a function of the index, so this is resumable.
+    ``batch_size=None``: the dataset's items are whole batches (StepBatches)."""
     workers = run.config.num_workers
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, sampler=range(start, stop), num_workers=workers,
         worker_init_fn=synthesis.worker_init, pin_memory=run.device.type == "cuda",
-        persistent_workers=False, prefetch_factor=4 if workers else None, drop_last=True,
+        persistent_workers=False, prefetch_factor=4 if workers else None, drop_last=batch_size is not None,
         # not fork: a worker forked after OpenCV/OpenMP threads ran in this process can
         # inherit a held lock and hang forever (seen here at the start of stage 2)
         multiprocessing_context="forkserver" if workers else None,
     )
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Stage-2 batches by step index: a batch of ``small`` patches at most steps, a batch of
+    ``large`` crops every ``every``-th step (LargeCrops). Step s draws the small samples
+    s*bs .. s*bs+bs-1, the same ones a plain per-sample loader draws, so runs without large
+    steps are unchanged; large step s draws large samples s*large_bs onward."""
+
+    def __init__(self, small, batch_size: int, steps: int, large=None, large_batch_size: int = 1, every: int = 0):
+        self.small, self.batch_size, self.steps = small, batch_size, steps
+        self.large, self.large_batch_size, self.every = large, large_batch_size, every
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def is_large(self, step_index: int) -> bool:
+        return self.large is not None and self.every > 0 and step_index % self.every == self.every - 1
+
+    def __getitem__(self, step_index: int):
+        if self.is_large(step_index):
+            source, bs = self.large, self.large_batch_size
+        else:
+            source, bs = self.small, self.batch_size
+        return torch.utils.data.default_collate([source[step_index * bs + j] for j in range(bs)])
 
 
 def fit(run: Run, stage: int, model: nn.Module, optimizer: torch.optim.Optimizer, settings: StageSettings,
@@ -197,7 +222,10 @@ def fit(run: Run, stage: int, model: nn.Module, optimizer: torch.optim.Optimizer
     if progress(start_step) >= 1:
         return True
     bs = settings.batch_size
-    loader = make_loader(dataset, start_step * bs, settings.steps * bs, bs, run)
+    if isinstance(dataset, StepBatches):  # indexed by step, each item a whole batch
+        loader = make_loader(dataset, start_step, settings.steps, None, run)
+    else:
+        loader = make_loader(dataset, start_step * bs, settings.steps * bs, bs, run)
     model.train()
     window_start, window_samples = time.monotonic(), 0
     step, tick = start_step, time.monotonic()
@@ -221,7 +249,7 @@ def fit(run: Run, stage: int, model: nn.Module, optimizer: torch.optim.Optimizer
         stage_seconds += time.monotonic() - tick
         tick = time.monotonic()
         done = progress(step) >= 1
-        window_samples += bs
+        window_samples += len(batch[0])
         if step % settings.log_every == 0 or done:
             elapsed = time.monotonic() - window_start
             run.log(stage=stage, step=step, loss=loss.item(), lr=lr, grad_norm=grad_norm,
@@ -298,11 +326,36 @@ def evaluate_classification(classifier: ManipulationClassifier, run: Run, s: Sta
 
 
 def forgery_dataset(run: Run, span_config: SpanConfig, split: str, size: int, length: int,
-                    seed: int) -> synthesis.ForgeryDataset:
+                    seed: int, kind_weights: dict[str, float] | None = None,
+                    cameras: str = "train") -> synthesis.ForgeryDataset:
     s = run.config.stage2
-    return synthesis.ForgeryDataset(split, size=size, length=length, seed=seed, kind_weights=s.kind_weights,
+    return synthesis.ForgeryDataset(split, size=size, length=length, seed=seed,
+                                    kind_weights=kind_weights or s.kind_weights,
                                     data_dir=_data_dir(run.config), recipe=synthesis.Recipe(**(s.recipe or {})),
-                                    cues=span_config.cue_channels > 0)
+                                    cues=span_config.cue_channels > 0, cameras=cameras)
+
+
+LARGE_TRAINING_SEED = 40_000    # + the run's seed: the large-crop steps' own sample stream
+LARGE_VALIDATION_SEED = 20_000  # + the run's seed: held-out cameras' crops, the second validation set
+
+
+def large_validation_set(run: Run, span_config: SpanConfig, samples: int | None = None, seed: int | None = None,
+                         ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, list[int]]:
+    """(images, cues or None, masks, kinds) of large crops from the held-out cameras (never
+    trained on), drawn with the large-crop steps' kinds: the second validation set."""
+    large = run.config.stage2.large_crops()
+    samples = large.val_samples if samples is None else samples
+    dataset = forgery_dataset(run, span_config, "val", large.patch, samples,
+                              LARGE_VALIDATION_SEED + run.config.seed if seed is None else seed,
+                              large.kind_weights, cameras="held-out")
+    return _stack(dataset, samples)
+
+
+def _stack(dataset: synthesis.ForgeryDataset, samples: int):
+    items = [dataset[i] for i in range(samples)]
+    cues = torch.stack([i[1] for i in items]) if dataset.cues else None
+    return (torch.stack([i[0] for i in items]), cues, torch.stack([i[-2] for i in items]),
+            [i[-1] for i in items])
 
 
 def validation_set(run: Run, span_config: SpanConfig, samples: int | None = None, seed: int | None = None,
@@ -313,10 +366,7 @@ def validation_set(run: Run, span_config: SpanConfig, samples: int | None = None
     samples = s.val_samples if samples is None else samples
     dataset = forgery_dataset(run, span_config, "val", s.val_patch or s.patch, samples,
                               10_000 + run.config.seed if seed is None else seed)
-    items = [dataset[i] for i in range(samples)]
-    cues = torch.stack([i[1] for i in items]) if dataset.cues else None
-    return (torch.stack([i[0] for i in items]), cues, torch.stack([i[-2] for i in items]),
-            [i[-1] for i in items])
+    return _stack(dataset, samples)
 
 
 @torch.no_grad()
@@ -377,8 +427,16 @@ def train_stage2(run: Run, span: Span, ckpt: dict | None) -> bool:
         if ckpt["step"] > 0:
             optimizer.load_state_dict(ckpt["optimizer"])
         start, best = ckpt["step"], ckpt.get("best", best)
-    dataset = forgery_dataset(run, span.config, "train", s.patch, s.steps * s.batch_size, run.config.seed + 1)
+    patches = forgery_dataset(run, span.config, "train", s.patch, s.steps * s.batch_size, run.config.seed + 1)
     val_images, val_cues, val_masks, _ = validation_set(run, span.config)
+    large = s.large_crops()
+    if large is None:
+        dataset = patches
+    else:
+        crops = forgery_dataset(run, span.config, "train", large.patch, s.steps * large.batch_size,
+                                LARGE_TRAINING_SEED + run.config.seed, large.kind_weights)
+        dataset = StepBatches(patches, s.batch_size, s.steps, crops, large.batch_size, large.every)
+        large_val = large_validation_set(run, span.config)
 
     def step_loss(batch):
         image, *cues, mask, _kind = batch
@@ -388,7 +446,13 @@ def train_stage2(run: Run, span: Span, ckpt: dict | None) -> bool:
     def validate(step: int) -> None:
         metrics = evaluate_localisation(span, val_images, val_masks, run, s.batch_size, val_cues)
         score = metrics["val_pixel_auc"]
-        improved = score is not None and (best["val_pixel_auc"] is None or score > best["val_pixel_auc"])
+        if large is not None:  # chosen on both scales: a 256-px gain must not cost whole photos
+            images, cues, masks, _ = large_val
+            metrics.update({f"large_{k}": v for k, v in
+                            evaluate_localisation(span, images, masks, run, large.batch_size, cues).items()})
+            metrics["val_score"] = score = _mean_or_none(score, metrics["large_val_pixel_auc"])
+        previous = best.get("val_score" if large is not None else "val_pixel_auc")
+        improved = score is not None and (previous is None or score > previous)
         run.log(stage=2, step=step, event="validation", best=improved, **metrics)
         if improved:
             best.clear()
@@ -398,6 +462,10 @@ def train_stage2(run: Run, span: Span, ckpt: dict | None) -> bool:
     if start == 0 and run.config.init_checkpoint:
         validate(0)  # the starting weights on this run's validation set: kept unless training beats them
     return fit(run, 2, span, optimizer, s, dataset, start, step_loss, ckpt, lambda: {"best": best}, validate)
+
+
+def _mean_or_none(*scores: float | None) -> float | None:
+    return None if any(v is None for v in scores) else float(np.mean(scores))
 
 
 def _repo_path(path: str) -> Path:

@@ -165,6 +165,63 @@ def test_init_checkpoint_continues_stage2_from_an_earlier_run(tmp_path):
         train(other)
 
 
+def test_large_crop_steps_interleave_with_patch_steps_and_leave_the_patch_stream_as_it_was():
+    from models.train import StepBatches
+
+    patches = synthesis.ForgeryDataset("val", size=48, seed=3, kind_weights={"splice": 1.0, "pristine": 1.0})
+    crops = synthesis.ForgeryDataset("val", size=96, seed=4, kind_weights={"camera-splice": 1.0},
+                                     cameras="held-out")
+    batches = StepBatches(patches, 2, 6, crops, large_batch_size=1, every=3)
+    shapes = [tuple(batches[i][0].shape) for i in range(6)]
+    assert shapes == [(2, 3, 48, 48), (2, 3, 48, 48), (1, 3, 96, 96)] * 2  # steps 3 and 6 are large
+    # a patch step draws the samples a plain per-sample loader draws at that step
+    assert torch.equal(batches[4][0], torch.stack([patches[8][0], patches[9][0]]))
+    assert batches[2][-1].tolist() == [synthesis.KINDS.index("camera-splice")]
+    plain = StepBatches(patches, 2, 6, crops, every=0)  # every=0: no large steps
+    assert all(plain[i][0].shape[-1] == 48 for i in range(6))
+
+
+def test_camera_kinds_draw_from_the_split_they_are_given(monkeypatch):
+    drawn = []
+    real = synthesis.random_crop
+
+    def recording_crop(rng, photo, size, **kw):
+        drawn.append(photo.path.name)
+        return real(rng, photo, size, **kw)
+
+    monkeypatch.setattr(synthesis, "random_crop", recording_crop)
+    held_out = {p.path.name for p in synthesis.list_cameras("held-out")}
+    ds = synthesis.ForgeryDataset("val", size=64, seed=1, kind_weights={"camera-splice": 1.0}, cameras="held-out")
+    for i in range(4):
+        ds.forgery(i)
+    assert drawn and set(drawn) <= held_out
+    drawn.clear()
+    synthesis.ForgeryDataset("val", size=64, seed=1, kind_weights={"camera-splice": 1.0}).forgery(0)
+    assert drawn and not set(drawn) & held_out  # the default stays the training cameras
+
+
+def test_large_crop_runs_validate_on_both_sets_and_keep_the_best_mean(tmp_path):
+    large = {"patch": 96, "batch_size": 1, "every": 2, "val_samples": 2, "kind_weights": {"camera-splice": 1.0}}
+    with pytest.raises(ValueError, match="stage2.large"):
+        tiny_config(tmp_path, name="typo", stage2={"steps": 2, "large": {**large, "evry": 2}})
+    config = tiny_config(tmp_path, name="large")
+    config.stage2.steps, config.stage2.val_every, config.stage2.large = 4, 2, large
+    config.stage2.kind_weights = {"splice": 1.0}  # every validation sample has a region to score
+    assert train(config) is not None
+    log = read_log(tmp_path / "large")
+    steps = {r["step"]: r for r in log if r.get("stage") == 2 and "loss" in r}
+    assert sorted(steps) == [1, 2, 3, 4]
+    validations = [r for r in log if r.get("event") == "validation" and r.get("stage") == 2]
+    assert [v["step"] for v in validations] == [2, 4]
+    for v in validations:
+        both = [v["val_pixel_auc"], v["large_val_pixel_auc"]]
+        assert v["val_score"] == pytest.approx(np.mean(both))
+    best = max(validations, key=lambda v: v["val_score"])
+    assert best["best"]
+    final = torch.load(tmp_path / "large" / "final.pt", weights_only=False)
+    assert final["step"] == best["step"]
+
+
 def test_resume_continues_from_the_saved_step(tmp_path):
     unbroken = train(tiny_config(tmp_path, name="unbroken"))
 
