@@ -375,3 +375,33 @@ def test_calibrate_writes_the_threshold_that_export_reads(tmp_path):
     assert record["samples"] == 6 and 0.05 <= record["threshold"] <= 0.95
     assert data["training"]["validation"]["val_threshold"] == record["threshold"]
     assert Span.from_checkpoint(data).state_dict().keys() == span.state_dict().keys()
+
+
+def test_calibrate_on_both_scales_picks_the_best_mean_of_the_two_f1_curves(tmp_path, monkeypatch):
+    from models import calibrate as cal
+    from models.losses import THRESHOLDS, per_image_f1_curve
+    from models.train import Run, finish
+
+    config = tiny_config(tmp_path)
+    final = finish(Run(config, resume=False), Span(config.span_config()))
+    maps = {}
+    real_small, real_large = cal.calibration_maps, cal.large_calibration_maps
+
+    def keep(name, real):
+        def wrapped(*args, **kwargs):
+            maps[name] = real(*args, **kwargs)
+            return maps[name]
+        return wrapped
+
+    monkeypatch.setattr(cal, "calibration_maps", keep("small", real_small))
+    monkeypatch.setattr(cal, "large_calibration_maps", keep("large", real_large))
+    large = {"patch": 64, "kind_weights": {"camera-splice": 1.0}}
+    data = cal.calibrate(final, tiny_config(tmp_path, stage2={"steps": 1, "large": large}), samples=6,
+                         batch_size=3, large_samples=3)
+    record = data["training"]["calibration"]
+    assert record["large"]["samples"] == 3 and record["large"]["split"] == "held-out cameras"
+    assert record["large"]["size"] == 64 and record["large"]["seed"] == cal.LARGE_CALIBRATION_SEED
+    both = (per_image_f1_curve(*maps["small"][:2]) + per_image_f1_curve(*maps["large"][:2])) / 2
+    assert record["threshold"] == float(THRESHOLDS[int(np.argmax(both))])
+    assert record["large"]["mean_f1_of_both"] == round(float(both.max()), 4)
+    assert data["training"]["validation"]["val_threshold"] == record["threshold"]
