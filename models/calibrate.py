@@ -9,14 +9,18 @@ but a noisy place to pick a threshold. This draws `--samples` fresh BSDS500 *val
 with the run's own synthesis recipe (another seed than the run's validation set), runs the
 map that ships, and picks the threshold with the best mean per-image F1 over the forged
 ones: the convention `span evaluate` reports. The pooled-pixel optimum is recorded beside it
-for comparison. The dev benchmark is never touched. The output is the same checkpoint with
+for comparison. With `--large N` it also maps N crops of the held-out cameras at the
+large-crop size (the config's `stage2.large`, else LargeCrops' defaults: 768 px) and picks the
+threshold with the best mean of the two sets' per-image F1, so that whole-photo scale counts
+as much as the 256-px patches (the shipped threshold since 2 Dec 2026 was chosen this way).
+The dev benchmark is never touched. The output is the same checkpoint with
 `training.validation.val_threshold` replaced (what `span export` writes into the manifest) and
 a `training.calibration` record of how it was chosen.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +29,6 @@ import torch
 from models.losses import THRESHOLDS, best_on_curve, operating_point, per_image_f1_curve
 from models.span import Span
 from models.train import Run, TrainConfig, large_validation_set, validation_heatmaps, validation_set
-from models.train_config import LargeCrops
 
 CALIBRATION_SEED = 30_000  # + the run's seed: not its training stream (seed + 1) nor its validation set (10 000 +)
 LARGE_CALIBRATION_SEED = 50_000  # + the run's seed: held-out cameras' crops, not the run's large validation set (20 000 +)
@@ -35,8 +38,7 @@ def calibration_maps(span: Span, config: TrainConfig, samples: int, batch_size: 
                      ) -> tuple[np.ndarray, np.ndarray, int]:
     """(heatmaps, truth, seed) of ``samples`` fresh BSDS-val forgeries drawn with the run's recipe
     and CALIBRATION_SEED + its seed, mapped as the service maps them (bench.operating_rules too)."""
-    config.name, config.init_checkpoint = f"calibrate-{config.name}", None
-    run = Run(config, resume=True)
+    run = _calibration_run(config)
     seed = CALIBRATION_SEED + config.seed
     images, cues, masks, _ = validation_set(run, span.config, samples, seed)
     heat, truth, _ = validation_heatmaps(span, images, masks, run, batch_size, cues)
@@ -46,14 +48,21 @@ def calibration_maps(span: Span, config: TrainConfig, samples: int, batch_size: 
 def large_calibration_maps(span: Span, config: TrainConfig, samples: int) -> tuple[np.ndarray, np.ndarray, int]:
     """(heatmaps, truth, seed) of ``samples`` crops of the held-out cameras at the config's
     large-crop size (LargeCrops defaults when the config has none), mapped as the service maps them."""
-    if config.stage2.large is None:
-        config.stage2.large = dataclasses.asdict(LargeCrops())
-    config.name, config.init_checkpoint = f"calibrate-{config.name}", None
-    run = Run(config, resume=True)
+    run = _calibration_run(config)
+    if run.config.stage2.large is None:
+        run.config.stage2.large = {}  # LargeCrops' defaults
     seed = LARGE_CALIBRATION_SEED + config.seed
     images, cues, masks, _ = large_validation_set(run, span.config, samples, seed)
     heat, truth, _ = validation_heatmaps(span, images, masks, run, 1, cues)
     return heat, truth, seed
+
+
+def _calibration_run(config: TrainConfig) -> Run:
+    """A Run over a copy of the config, named apart from the training run and never
+    initialised from a checkpoint: it only draws and maps forgeries."""
+    config = copy.deepcopy(config)
+    config.name, config.init_checkpoint = f"calibrate-{config.name}", None
+    return Run(config, resume=True)
 
 
 def calibrate(checkpoint: Path, config: TrainConfig, samples: int, batch_size: int = 4,
@@ -61,19 +70,16 @@ def calibrate(checkpoint: Path, config: TrainConfig, samples: int, batch_size: i
     """The checkpoint's dict with the calibrated threshold in place, and the record under training.calibration.
     With ``large_samples``, the threshold maximises the mean of the two sets' per-image F1
     (patches and held-out cameras' large crops, weighted equally), so that neither scale decides alone."""
-    import copy
-
     from spancore.scoring import image_scores, roc_auc
 
     data = torch.load(checkpoint, map_location="cpu", weights_only=False)
     span = Span.from_checkpoint(data)
-    large_config = copy.deepcopy(config)
     heat, truth, seed = calibration_maps(span, config, samples, batch_size)
     curve = per_image_f1_curve(heat, truth)
     threshold, f1 = best_on_curve(curve)
     large_record = None
     if large_samples:
-        large_heat, large_truth, large_seed = large_calibration_maps(span, large_config, large_samples)
+        large_heat, large_truth, large_seed = large_calibration_maps(span, config, large_samples)
         large_curve = per_image_f1_curve(large_heat, large_truth)
         threshold, both = best_on_curve((curve + large_curve) / 2)
         own_threshold, own_f1 = best_on_curve(large_curve)
