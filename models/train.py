@@ -441,7 +441,7 @@ def train_stage2(run: Run, span: Span, ckpt: dict | None) -> bool:
     def step_loss(batch):
         image, *cues, mask, _kind = batch
         logits = frozen_featex_logits(span, image, run, cues[0] if cues else None)
-        return localisation_loss(logits, mask, s.dice_weight, s.pos_weight)
+        return localisation_loss(logits, mask, s.dice_weight, s.pos_weight, s.dice)
 
     def validate(step: int) -> None:
         metrics = evaluate_localisation(span, val_images, val_masks, run, s.batch_size, val_cues)

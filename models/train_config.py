@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from models.losses import DICE_MODES
 from models.span import SpanConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -52,6 +53,7 @@ class LargeCrops:
 @dataclass
 class Stage2Settings(StageSettings):
     dice_weight: float = 0.5        # loss = BCE + dice_weight * soft Dice (0: BCE only)
+    dice: str = "batch"             # batch: one Dice over the batch | image: mean of forged samples' own
     val_every: int = 200
     val_samples: int = 64
     val_patch: int | None = None    # default: the training patch
@@ -96,6 +98,8 @@ class TrainConfig:
                 data[key] = kind(**data[key])
         config = cls(**data)
         config.stage2.large_crops()  # unknown large-crop keys are refused at load time too
+        if config.stage2.dice not in DICE_MODES:
+            raise ValueError(f"stage2.dice must be one of {DICE_MODES}, not {config.stage2.dice!r}")
         return config
 
     @classmethod

@@ -346,6 +346,35 @@ def test_validation_scores_the_shipped_map_the_right_way_round(tmp_path):
             assert metrics["val_image_auc"] >= 0.9, metrics
 
 
+def test_config_refuses_an_unknown_dice_mode(tmp_path):
+    with pytest.raises(ValueError, match="stage2.dice"):
+        tiny_config(tmp_path, stage2={"dice": "pixel"})
+
+
+def test_per_image_dice_weighs_each_forged_sample_alone_and_leaves_pristine_ones_to_the_bce():
+    """A 4-pixel splice beside a half-image one: the batch Dice is dominated by the big mask,
+    the per-image Dice is the mean of the two samples' own Dice (the pristine one adds none)."""
+    torch.manual_seed(0)
+    logits = torch.randn(3, 1, 16, 16)
+    masks = torch.zeros(3, 1, 16, 16)
+    masks[0, 0, :, :8] = 1  # half the image
+    masks[1, 0, :2, :2] = 1  # 4 pixels; sample 2 is pristine
+
+    def alone(i, dice):  # one sample's loss, where batch and per-image Dice coincide
+        return localisation_loss(logits[i:i + 1], masks[i:i + 1], 1.0, dice=dice)[1]["dice"]
+
+    _, per_image = localisation_loss(logits, masks, 1.0, dice="image")
+    _, batch = localisation_loss(logits, masks, 1.0, dice="batch")
+    assert per_image["dice"] == pytest.approx((alone(0, "batch") + alone(1, "batch")) / 2, rel=1e-5)
+    assert alone(0, "image") == pytest.approx(alone(0, "batch"), rel=1e-6)
+    assert batch["dice"] != pytest.approx(per_image["dice"], rel=1e-2)
+    assert per_image["bce"] == batch["bce"]
+    # no forged sample: both modes are the batch Dice, which pushes the pristine maps down
+    assert alone(2, "image") == pytest.approx(alone(2, "batch"))
+    with pytest.raises(ValueError, match="dice"):
+        localisation_loss(logits, masks, 1.0, dice="pixel")
+
+
 def test_operating_point_per_image_follows_each_photos_f1_not_the_pooled_pixels():
     """Photo 0: a big region at 0.9 and 20 false alarms at 0.5; photo 1: a 4-pixel region at 0.4;
     backgrounds 0.2. Pooled F1 ignores the small photo (best above 0.5); the mean of the photos'
