@@ -237,10 +237,14 @@ def write_manifest(
     training: dict[str, Any] | None = None,
     int8: dict[str, Any] | None = None,
     threshold: float | None = None,
+    relative_cut: float | None = None,
+    image_threshold: float | None = None,
 ) -> Path:
     """Write weights_dir/manifest.json (format: docs/architecture.md) with each file's sha256.
     A model with cue channels gets the cue input's contract ('cues'); ``threshold`` is the
-    operating point chosen on synthetic validation (the service's default decision threshold)."""
+    operating point chosen on synthetic validation (the service's default decision threshold),
+    ``relative_cut`` the peak-relative cut chosen with it (spancore.scoring.decision_mask) and
+    ``image_threshold`` the image decision's (image score at or above it)."""
     weights_dir = Path(weights_dir)
     extra: dict[str, Any] = {}
     if config.cue_channels:
@@ -249,6 +253,10 @@ def write_manifest(
                          "computed_by": "spancore.cues.compute_cues (the service computes it; not an ONNX op)"}
     if threshold is not None:
         extra["threshold"] = round(float(threshold), 4)
+    if relative_cut:
+        extra["relative_cut"] = round(float(relative_cut), 4)
+    if image_threshold is not None:
+        extra["image_threshold"] = round(float(image_threshold), 4)
     manifest = WeightsManifest(**extra,
         name=MODEL_NAME,
         version=MODEL_VERSION,
@@ -306,9 +314,11 @@ def export_weights(
         scores = data.get("scores", {})
         warning = warning or data.get("warning")
         training = data.get("training", {})
-        threshold = (training.get("validation") or data.get("validation") or {}).get("val_threshold")
+        validation = training.get("validation") or data.get("validation") or {}
+        threshold, relative_cut = validation.get("val_threshold"), validation.get("val_relative_cut")
+        image_threshold = validation.get("val_image_threshold")
     else:
-        threshold = None
+        threshold = relative_cut = image_threshold = None
         torch.manual_seed(seed)
         model = Span(config or SpanConfig.preset(preset))
         trained, status, scores, training = False, UNTRAINED_STATUS, {}, {}
@@ -344,4 +354,6 @@ def export_weights(
         training=training,
         int8=int8,
         threshold=threshold,
+        relative_cut=relative_cut,
+        image_threshold=image_threshold,
     )

@@ -44,6 +44,7 @@ def localisation_loss(logits: torch.Tensor, mask: torch.Tensor, dice_weight: flo
 DICE_MODES = ("batch", "image")
 
 THRESHOLDS = np.round(np.arange(0.05, 0.96, 0.01), 2)  # the 0.01 grid operating points are chosen on
+RELATIVE_CUTS = np.round(np.arange(0.0, 0.96, 0.05), 2)  # spancore.scoring.decision_mask's cut; 0: off
 
 
 def per_image_f1_curve(heatmaps, truth) -> np.ndarray:
@@ -54,14 +55,49 @@ def per_image_f1_curve(heatmaps, truth) -> np.ndarray:
     forged = [i for i in range(len(truth)) if truth[i].any()]
     if not forged:
         return np.zeros(len(THRESHOLDS))
-    return np.array([np.mean([Confusion.of(heatmaps[i] >= t, truth[i]).f1() or 0.0 for i in forged])
+    # float(t): compared in the map's dtype, as the service compares (spancore.scoring.decision_mask)
+    return np.array([np.mean([Confusion.of(heatmaps[i] >= float(t), truth[i]).f1() or 0.0 for i in forged])
                      for t in THRESHOLDS])
 
 
-def best_on_curve(curve: np.ndarray) -> tuple[float, float]:
-    """(threshold, value) at the curve's maximum; the lowest threshold on ties."""
+def f1_at_levels(heatmap: np.ndarray, truth: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """F1 of `heatmap >= level` for each level, exactly as Confusion.of(...).f1() (0 where
+    nothing is marked), from one sort of the map: a (threshold, cut) grid is hundreds of levels."""
+    values = np.asarray(heatmap).ravel()
+    order = np.argsort(-values, kind="stable")
+    descending, hits = values[order], np.asarray(truth, dtype=bool).ravel()[order]
+    true_positives = np.concatenate([[0], np.cumsum(hits)])
+    # pixels at or above a level: the comparison in the map's dtype, as `heatmap >= level` makes it
+    marked = np.searchsorted(-descending, -np.asarray(levels, dtype=values.dtype), side="right")
+    tp = true_positives[marked]
+    return 2.0 * tp / np.maximum(marked + hits.sum(), 1)
+
+
+def per_image_f1_surface(heatmaps, truth, thresholds: np.ndarray = THRESHOLDS,
+                         cuts: np.ndarray = RELATIVE_CUTS) -> np.ndarray:
+    """Mean per-image F1 over the forged photos of decision_mask at every (cut, threshold):
+    an array [len(cuts), len(thresholds)]; row 0 (cut 0) is per_image_f1_curve."""
+    forged = [i for i in range(len(truth)) if truth[i].any()]
+    surface = np.zeros((len(cuts), len(thresholds)))
+    for i in forged:
+        peak = float(np.max(heatmaps[i]))
+        levels = np.maximum(np.asarray(thresholds)[None, :], np.asarray(cuts)[:, None] * peak)
+        surface += f1_at_levels(heatmaps[i], truth[i], levels.ravel()).reshape(levels.shape)
+    return surface / max(len(forged), 1)
+
+
+def best_on_surface(surface: np.ndarray, thresholds: np.ndarray = THRESHOLDS,
+                    cuts: np.ndarray = RELATIVE_CUTS) -> tuple[float, float, float]:
+    """(threshold, cut, value) at the surface's maximum; on ties the smallest cut (0: none),
+    then the lowest threshold."""
+    row, column = np.unravel_index(int(np.argmax(surface)), surface.shape)
+    return float(thresholds[column]), float(cuts[row]), float(surface[row, column])
+
+
+def best_on_curve(curve: np.ndarray, grid: np.ndarray = THRESHOLDS) -> tuple[float, float]:
+    """(grid value, curve value) at the curve's maximum; the lowest grid value on ties."""
     i = int(np.argmax(curve))
-    return float(THRESHOLDS[i]), float(curve[i])
+    return float(grid[i]), float(curve[i])
 
 
 def operating_point(heatmaps: np.ndarray, truth: np.ndarray, per_image: bool = False) -> tuple[float, float]:

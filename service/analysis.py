@@ -27,6 +27,8 @@ class Analysis:
     score: float
     tampered_fraction: float
     threshold: float
+    relative_cut: float
+    image_threshold: float
     metadata: ImageMetadata
     model: dict
     timings_ms: dict = field(default_factory=dict)
@@ -46,6 +48,8 @@ class Analysis:
             "score": round(self.score, 6),
             "tampered_fraction": round(self.tampered_fraction, 6),
             "threshold": self.threshold,
+            "relative_cut": self.relative_cut,
+            "image_threshold": self.image_threshold,
             "width": self.width,
             "height": self.height,
         }
@@ -135,8 +139,10 @@ def _finish(
     return Analysis(
         heatmap=heatmap,
         score=image_score(heatmap),
-        tampered_fraction=tampered_fraction(heatmap, engine.threshold),
+        tampered_fraction=tampered_fraction(heatmap, engine.threshold, engine.relative_cut),
         threshold=engine.threshold,
+        relative_cut=engine.relative_cut,
+        image_threshold=engine.image_threshold,
         metadata=decoded.metadata,
         model=engine.manifest.model_info(),
         timings_ms=timings,

@@ -146,6 +146,16 @@ class Engine:
         return self.manifest.decision_threshold(self.settings.threshold)
 
     @property
+    def image_threshold(self) -> float:
+        """The image decision's threshold: SPAN_IMAGE_THRESHOLD, else the model's, else `threshold`."""
+        return self.manifest.decision_image_threshold(self.settings.image_threshold, self.threshold)
+
+    @property
+    def relative_cut(self) -> float:
+        """The peak-relative cut of every answer: SPAN_RELATIVE_CUT, else the model's, else 0."""
+        return self.manifest.decision_relative_cut(self.settings.relative_cut)
+
+    @property
     def provider(self) -> str:
         """The execution provider that runs the model (the first one ORT kept)."""
         return self.providers_in_use[0]

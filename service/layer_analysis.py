@@ -33,14 +33,15 @@ def photo_from(data: bytes, decoded: DecodedImage) -> Photo:
     return Photo(data=data, rgb=decoded.rgb, format=decoded.metadata.format, orientation=decoded.metadata.orientation)
 
 
-def model_layer(heatmap: np.ndarray, threshold: float, milliseconds: float) -> LayerResult:
+def model_layer(heatmap: np.ndarray, threshold: float, relative_cut: float, image_threshold: float,
+                milliseconds: float) -> LayerResult:
     """The model's heatmap as a layer section: the same score and fraction as /v1/localize, at the
-    same decision threshold (SPAN_THRESHOLD, else the model's operating point)."""
+    same decision (SPAN_THRESHOLD and SPAN_RELATIVE_CUT, else the model's operating point)."""
     return LayerResult(
         name=MODEL_LAYER, applicable=True, heatmap=heatmap, milliseconds=milliseconds,
         summary={"score": round(image_score(heatmap), 6),
-                 "tampered_fraction": round(tampered_fraction(heatmap, threshold), 6),
-                 "threshold": threshold},
+                 "tampered_fraction": round(tampered_fraction(heatmap, threshold, relative_cut), 6),
+                 "threshold": threshold, "relative_cut": relative_cut, "image_threshold": image_threshold},
     )
 
 
@@ -119,7 +120,8 @@ async def _analyze(data: bytes, names: tuple[str, ...], engine: Engine, settings
             raise  # the server's condition, not this file's: the request's error, as on /v1/localize
         except EngineError as error:
             return LayerResult.not_applicable(MODEL_LAYER, f"the model failed on this image: {error}")
-        return await asyncio.to_thread(model_layer, heatmap, engine.threshold, _ms(model_started))
+        return await asyncio.to_thread(model_layer, heatmap, engine.threshold, engine.relative_cut,
+                                       engine.image_threshold, _ms(model_started))
 
     layers_started = time.perf_counter()
     results, span = await asyncio.gather(layers(), model())

@@ -159,6 +159,8 @@ class Outputs:
             "score": finding.score,
             "tampered_fraction": finding.tampered_fraction,
             "threshold": finding.threshold,
+            "relative_cut": finding.relative_cut,
+            "image_threshold": finding.threshold if finding.image_threshold is None else finding.image_threshold,
             "width": finding.width,
             "height": finding.height,
             "metadata": finding.metadata,

@@ -31,6 +31,8 @@ class Finding:
     height: int
     threshold: float
     metadata: dict[str, Any]
+    relative_cut: float = 0.0
+    image_threshold: float | None = None  # None: the threshold (older servers)
     rgb: np.ndarray | None = None  # the decoded photo, when the backend already has it
 
 
@@ -99,6 +101,8 @@ class LocalBackend:
                 width=analysis.width,
                 height=analysis.height,
                 threshold=analysis.threshold,
+                relative_cut=analysis.relative_cut,
+                image_threshold=analysis.image_threshold,
                 metadata=analysis.metadata.as_json(),
                 rgb=analysis.rgb,
             )
@@ -208,5 +212,7 @@ def _finding_from_answer(answer: dict[str, Any]) -> Finding:
         width=int(answer.get("width", heatmap.shape[1])),
         height=int(answer.get("height", heatmap.shape[0])),
         threshold=float(answer.get("threshold", 0.5)),
+        relative_cut=float(answer.get("relative_cut", 0.0)),  # older servers: no cut
+        image_threshold=float(answer.get("image_threshold", answer.get("threshold", 0.5))),
         metadata=answer.get("metadata") or {},
     )

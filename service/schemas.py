@@ -43,9 +43,14 @@ class ImageMetadataOut(BaseModel):
 
 
 class LocalizeResult(BaseModel):
-    score: float = Field(ge=0, le=1, description="Image-level score: mean of the top 1% of the map's probabilities")
-    tampered_fraction: float = Field(ge=0, le=1, description="Fraction of pixels with probability >= threshold")
+    score: float = Field(ge=0, le=1, description="Image-level score: mean of the top 1% of the map's probabilities; "
+                         "compare it with image_threshold")
+    tampered_fraction: float = Field(ge=0, le=1, description="Fraction of pixels marked: probability >= threshold "
+                                     "and >= relative_cut x the map's peak")
     threshold: float
+    relative_cut: float = Field(0.0, ge=0, le=1, description="Peak-relative cut of the marking (0: none)")
+    image_threshold: float | None = Field(None, ge=0, le=1, description="The image decision: score at or above it "
+                                          "is worth a closer look")
     width: int
     height: int
     heatmap_png_base64: str | None = Field(
@@ -61,6 +66,8 @@ class LocalizeResult(BaseModel):
                 "score": 0.83,
                 "tampered_fraction": 0.042,
                 "threshold": 0.5,
+                "relative_cut": 0.3,
+                "image_threshold": 0.45,
                 "width": 1024,
                 "height": 768,
                 "heatmap_png_base64": "iVBORw0KGgoAAAANSUhEUgAABAAAAAMACAAAAAB...",
@@ -120,6 +127,13 @@ class ModelDescription(BaseModel):
     threshold: float = Field(description="The decision threshold in use: SPAN_THRESHOLD, else the model's operating point")
     operating_threshold: float | None = Field(None, description="The model's own operating point (chosen on synthetic "
                                               "validation forgeries at training time), None if it has none")
+    relative_cut: float = Field(0.0, description="The peak-relative cut in use: SPAN_RELATIVE_CUT, else the model's")
+    image_threshold: float | None = Field(None, description="The image decision's threshold in use: "
+                                          "SPAN_IMAGE_THRESHOLD, else the model's, else `threshold`")
+    operating_image_threshold: float | None = Field(None, description="The model's own image threshold, None if "
+                                                    "it has none")
+    operating_relative_cut: float | None = Field(None, description="The model's own peak-relative cut, chosen "
+                                                 "with its operating point; None if it has none")
     cues: dict[str, Any] | None = Field(None, description="The fixed forensic cues the model takes beside the image "
                                         "(spancore.cues: name, version, channels), None for an image-only model")
     warning: str | None = Field(None, description="Read before trusting a map: set while the model is "

@@ -131,6 +131,16 @@ class Settings(BaseSettings):
         "Default: the model's operating point from its manifest (chosen on synthetic validation "
         "forgeries at training time), 0.5 for a model without one."
     )
+    image_threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="Image decision: a photo is worth a closer look when its image score is at "
+        "or above it. Default: the model's, chosen on synthetic validation for balanced accuracy between forged and "
+        "untouched photos; else the pixel decision threshold."
+    )
+    relative_cut: float | None = Field(
+        None, ge=0.0, le=1.0, description="Peak-relative cut: a pixel is also marked only if it reaches this fraction "
+        "of its map's peak (spancore.scoring.decision_mask; 0 turns it off). Default: the model's, chosen on "
+        "synthetic validation beside the threshold, 0 for a model without one."
+    )
 
     # --- connections (slow and idle clients) ------------------------------------------------
     header_timeout_s: float = Field(

@@ -114,6 +114,8 @@ def evaluate(
                                     "tampered_fraction,license; paths relative to its folder)."),
     out: Path = typer.Option(None, "--out", "-o", help="Write the JSON report here."),
     threshold: float = typer.Option(None, min=0.0, max=1.0, help="Decision threshold (default: SPAN_THRESHOLD, else the model's operating point, else 0.5)."),
+    relative_cut: float = typer.Option(None, min=0.0, max=1.0, help="Peak-relative cut: a pixel is also marked only at this fraction of its map's peak or above (default: SPAN_RELATIVE_CUT, else the model's, else 0: none)."),
+    image_threshold: float = typer.Option(None, min=0.0, max=1.0, help="Image decision threshold for image_bacc (default: SPAN_IMAGE_THRESHOLD, else the model's, else the decision threshold)."),
     limit: int = typer.Option(None, min=1, help="Evaluate only the first N rows."),
     grid: Path = typer.Option(None, help="Write a PNG grid (photo | truth | span | ELA) of the first rows here."),
     grid_rows: int = typer.Option(8, min=1, help="Rows in the grid."),
@@ -136,7 +138,8 @@ def evaluate(
     if record is not None and "@" in record:
         raise typer.BadParameter("'@' is reserved ('NAME@int8' is written for int8 runs)", param_hint="--record")
     try:
-        report = run(benchmark, out=out, threshold=threshold, limit=limit, grid_path=grid, grid_rows=grid_rows,
+        report = run(benchmark, out=out, threshold=threshold, relative_cut=relative_cut,
+                     image_threshold=image_threshold, limit=limit, grid_path=grid, grid_rows=grid_rows,
                      strict=strict, progress=progress, layers=_chosen_layers("evaluate", layers, pixel_only=True))
         recorded = record_scores(report, record) if record else None
     except EvaluationError as error:

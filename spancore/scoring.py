@@ -37,9 +37,19 @@ def image_scores(heatmaps: np.ndarray) -> np.ndarray:
     return np.sort(flat, axis=1)[:, -top:].mean(1)
 
 
-def tampered_fraction(heatmap: np.ndarray, threshold: float) -> float:
-    """Fraction of pixels at or above the decision threshold."""
-    return float(np.count_nonzero(heatmap >= threshold) / heatmap.size)
+def decision_mask(heatmap: np.ndarray, threshold: float, relative_cut: float = 0.0) -> np.ndarray:
+    """The pixels the service calls manipulated: at or above the threshold and at or above
+    `relative_cut` times the map's own peak. The cut keeps a map's strongest region and drops
+    the weaker marks around it, so it only ever marks fewer pixels than the threshold alone
+    (0 turns it off). Both numbers are chosen on synthetic validation (models.calibrate)."""
+    values = np.asarray(heatmap)
+    level = threshold if relative_cut <= 0 or values.size == 0 else max(threshold, relative_cut * float(values.max()))
+    return values >= float(level)  # a Python float is compared in the map's own dtype (NumPy 2)
+
+
+def tampered_fraction(heatmap: np.ndarray, threshold: float, relative_cut: float = 0.0) -> float:
+    """Fraction of pixels the decision marks (decision_mask)."""
+    return float(np.count_nonzero(decision_mask(heatmap, threshold, relative_cut)) / np.asarray(heatmap).size)
 
 
 def grouped_counts(scores: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -173,6 +173,34 @@ class WeightsManifest(BaseModel):
         value = (self.model_extra or {}).get("threshold")
         return None if value is None else float(value)
 
+    @property
+    def image_threshold(self) -> float | None:
+        """The image-score threshold chosen on synthetic validation (balanced accuracy), if any."""
+        value = (self.model_extra or {}).get("image_threshold")
+        return None if value is None else float(value)
+
+    def decision_image_threshold(self, override: float | None = None, pixel_threshold: float | None = None) -> float:
+        """The image decision's threshold: an explicit setting, else the manifest's, else the
+        pixel decision's in use (``pixel_threshold``, else the manifest's): a model calibrated
+        before the two were chosen apart keeps the one threshold it had."""
+        if override is not None:
+            return override
+        if self.image_threshold is not None:
+            return self.image_threshold
+        return self.decision_threshold() if pixel_threshold is None else pixel_threshold
+
+    @property
+    def relative_cut(self) -> float | None:
+        """The peak-relative cut chosen with the threshold (spancore.scoring.decision_mask), if any."""
+        value = (self.model_extra or {}).get("relative_cut")
+        return None if value is None else float(value)
+
+    def decision_relative_cut(self, override: float | None = None) -> float:
+        """The cut a deployment uses: an explicit setting, else the manifest's, else 0 (none)."""
+        if override is not None:
+            return override
+        return 0.0 if self.relative_cut is None else self.relative_cut
+
     def decision_threshold(self, override: float | None = None) -> float:
         """The threshold a deployment uses: an explicit setting, else the manifest's operating point,
         else DEFAULT_THRESHOLD."""
@@ -240,6 +268,8 @@ class WeightsManifest(BaseModel):
             "int8_gate": self.int8_gate()[1],
             "cues": self.cues,
             "operating_threshold": self.threshold,
+            "operating_relative_cut": self.relative_cut,
+            "operating_image_threshold": self.image_threshold,
         }
 
 

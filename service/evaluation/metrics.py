@@ -10,14 +10,17 @@ from typing import Any
 import numpy as np
 
 from service.evaluation.benchmark import BenchmarkRow
-from spancore.scoring import Confusion, auc_from_counts, best_f1, binarize, grouped_counts, roc_auc
+from spancore.scoring import Confusion, auc_from_counts, best_f1, binarize, decision_mask, grouped_counts, roc_auc
 
 PIXEL_KEYS = ("pixel_auc", "pixel_f1_fixed", "pixel_f1_best", "pixel_iou", "pixel_mcc")
 INVERSE_KEYS = tuple(f"{key}_inv" for key in PIXEL_KEYS)
 
 
-def pixel_metrics(heatmap: np.ndarray, truth: np.ndarray, threshold: float) -> dict[str, float]:
+def pixel_metrics(heatmap: np.ndarray, truth: np.ndarray, threshold: float,
+                  relative_cut: float = 0.0) -> dict[str, float]:
     """Pixel metrics of one image, as is and with the better-of-map-or-inverse convention (`_inv`).
+    The fixed-threshold ones (F1, IoU, MCC) mark what the service marks: decision_mask at the
+    threshold and the peak-relative cut.
 
     `truth` must hold both classes (callers check: see `mask_problem`).
     The `_inv` value of each metric is, for this image, the larger of the metric on the map
@@ -34,8 +37,8 @@ def pixel_metrics(heatmap: np.ndarray, truth: np.ndarray, threshold: float) -> d
     # from v upwards (suffix sums); for the inverse map, from v downwards (prefix sums).
     tp_up, fp_up = np.cumsum(positives[::-1]), np.cumsum(negatives[::-1])
     tp_down, fp_down = np.cumsum(positives), np.cumsum(negatives)
-    as_is = Confusion.of(binarize(heatmap, threshold), truth)
-    inverse = Confusion.of(binarize(1.0 - heatmap, threshold), truth)
+    as_is = Confusion.of(decision_mask(heatmap, threshold, relative_cut), truth)
+    inverse = Confusion.of(decision_mask(1.0 - heatmap, threshold, relative_cut), truth)
     values = {
         "pixel_auc": auc,
         "pixel_f1_fixed": as_is.f1(),

@@ -66,7 +66,7 @@ def build_report(
     skipped: Sequence[Mapping[str, Any]],
     warnings: Sequence[Mapping[str, Any]],
     settings: Mapping[str, Any],
-    threshold: float,
+    threshold: float,  # the image decision's (image_bacc); the pixel decision is in each row's metrics
     n_rows: int,
     seconds: float,
 ) -> dict[str, Any]:
@@ -123,12 +123,19 @@ def format_table(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _cut(report: Mapping[str, Any]) -> str:
+    cut = report["settings"].get("relative_cut") or 0.0
+    image = report["settings"].get("image_threshold")
+    return (f" (and {cut} of each map's peak)" if cut else "") + (f", image threshold {image}" if image is not None else "")
+
+
 def format_summary(report: Mapping[str, Any], *, out: Path | None = None, grid: Path | None = None) -> str:
     """What the terminal shows after a run: the model, the table, what was left out, where the files went."""
     model = report["model"]
     lines = [f"model {model.get('name')} {model.get('version')} sha256 {str(model.get('sha256'))[:12]} "
              f"on {model.get('provider')}" + ("" if model.get("trained") else f"  ** {model.get('status')} **"),
-             f"manifest {report['manifest']}: {report['n_rows']} rows, threshold {report['settings']['threshold']}, "
+             f"manifest {report['manifest']}: {report['n_rows']} rows, threshold {report['settings']['threshold']}"
+             f"{_cut(report)}, "
              f"{report['seconds']['total']:.1f} s", "", format_table(report)]
     if report["skipped"]:
         lines += ["", f"skipped {len(report['skipped'])} row(s):"]
@@ -155,6 +162,8 @@ def score_summary(report: Mapping[str, Any]) -> dict[str, Any]:
         "n_rows": report["n_rows"],
         "skipped": len(report["skipped"]),
         "threshold": report["settings"]["threshold"],
+        "relative_cut": report["settings"].get("relative_cut", 0.0),
+        "image_threshold": report["settings"].get("image_threshold", report["settings"]["threshold"]),
         "large_image_policy": report["settings"]["engine"].get("large_image_policy"),
         # photos above it are resized before the network sees them: part of what the scores mean
         "max_working_pixels": report["settings"]["engine"].get("max_working_pixels"),

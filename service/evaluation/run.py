@@ -41,6 +41,7 @@ def evaluate_rows(
     methods: Mapping[str, Predict],
     image_score: Callable[[Heatmap], float],
     threshold: float,
+    relative_cut: float = 0.0,
     grid: Grid | None = None,
     strict: bool = False,
     progress: bool = True,
@@ -76,7 +77,7 @@ def evaluate_rows(
                 heatmaps[name] = heatmap
                 result.scores[name] = float(image_score(heatmap))
                 if problem is None:
-                    result.pixel[name] = pixel_metrics(heatmap, truth, threshold)
+                    result.pixel[name] = pixel_metrics(heatmap, truth, threshold, relative_cut)
         except Exception as error:  # noqa: BLE001 - a failure on one row skips that row, with its reason
             if strict:
                 raise RowError(f"row {row.id!r} (line {row.line}): {error}") from error
@@ -100,6 +101,8 @@ def run(
     *,
     out: Path | None = None,
     threshold: float | None = None,
+    relative_cut: float | None = None,
+    image_threshold: float | None = None,
     limit: int | None = None,
     grid_path: Path | None = None,
     grid_rows: int = 8,
@@ -133,10 +136,15 @@ def run(
         raise EvaluationError(f"cannot load the model from {settings.model_dir}: {error}") from error
     # the option, else SPAN_THRESHOLD, else the model's own operating point (as the service decides)
     threshold = engine.manifest.decision_threshold(settings.threshold if threshold is None else threshold)
+    relative_cut = engine.manifest.decision_relative_cut(settings.relative_cut if relative_cut is None else relative_cut)
+    # the image decision's (image_bacc): the option, else the engine's (SPAN_IMAGE_THRESHOLD, the
+    # model's, else the pixel threshold in use)
+    image_threshold = engine.manifest.decision_image_threshold(
+        settings.image_threshold if image_threshold is None else image_threshold, threshold)
     grid = Grid(rows=grid_rows) if grid_path is not None else None
     try:
         results, skipped, warnings = evaluate_rows(
-            selected, load_image=load_image, image_score=image_score, threshold=threshold,
+            selected, load_image=load_image, image_score=image_score, threshold=threshold, relative_cut=relative_cut,
             methods={"span": engine.predict, "constant": constant_map, "ela": ela_map, **extra_methods},
             grid=grid, strict=strict, progress=progress,
         )
@@ -147,9 +155,10 @@ def run(
                        f"{skipped[0]['reason'] if skipped else 'none'}")
     report = build_report(
         results, benchmark=benchmark, model=_model_description(engine, settings), skipped=skipped,
-        warnings=warnings, threshold=threshold, n_rows=len(selected), seconds=time.perf_counter() - started,
+        warnings=warnings, threshold=image_threshold, n_rows=len(selected), seconds=time.perf_counter() - started,
         settings={
-            "threshold": threshold, "limit": limit, "strict": strict, "manifest_rows": len(rows),
+            "threshold": threshold, "relative_cut": relative_cut, "image_threshold": image_threshold,
+            "limit": limit, "strict": strict, "manifest_rows": len(rows),
             "ela": {"jpeg_quality": ELA_QUALITY, "box_radius": ELA_BOX_RADIUS, "normalisation": "per-image maximum"},
             "constant": {"level": CONSTANT_LEVEL},
             "layers": list(extra_methods),

@@ -69,6 +69,8 @@ def render_answer(analysis: Analysis, want: str) -> Response:
         "X-Score": f"{analysis.score:.6f}",
         "X-Tampered-Fraction": f"{analysis.tampered_fraction:.6f}",
         "X-Threshold": str(analysis.threshold),
+        "X-Relative-Cut": str(analysis.relative_cut),
+        "X-Image-Threshold": str(analysis.image_threshold),
         "X-Model-Version": analysis.model["version"],
         "X-Model-Trained": str(analysis.model["trained"]).lower(),
     }

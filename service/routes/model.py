@@ -23,4 +23,6 @@ async def model(service: ServiceDep) -> dict:
         "providers_configured": settings.providers,
         "large_image_policy": settings.large_image_policy,
         "threshold": engine.threshold,
+        "relative_cut": engine.relative_cut,
+        "image_threshold": engine.image_threshold,
     }

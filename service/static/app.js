@@ -82,7 +82,9 @@ function showModel(model) {
   const info = $("#model-info");
   info.textContent = parts.join(" · ");
   if (sha) info.title = `ONNX sha256 ${sha}`;
-  if (typeof model.threshold === "number") lastThreshold = model.threshold;
+  // the image decision's threshold (older servers: the one threshold they had)
+  if (typeof model.image_threshold === "number") lastThreshold = model.image_threshold;
+  else if (typeof model.threshold === "number") lastThreshold = model.threshold;
   if (model.trained === false) {
     if (model.status) $("#untrained-detail").textContent = `The server reports: “${model.status}”.`;
     $("#untrained-banner").hidden = false;
@@ -358,8 +360,11 @@ async function showAnswer(card, answer, photo, digest) {
       `${width}×${height}; the overlay may not line up.`);
   }
 
+  // the score bar shows the image decision; the colour scale's mark, the pixel threshold
+  const imageThreshold = typeof answer.image_threshold === "number" ? answer.image_threshold
+    : typeof answer.threshold === "number" ? answer.threshold : lastThreshold;
   const threshold = typeof answer.threshold === "number" ? answer.threshold : lastThreshold;
-  fillScore(card, answer.score, threshold);
+  fillScore(card, answer.score, imageThreshold);
   field(card, "legend-threshold").style.left = `${threshold * 100}%`;
   fillMetadata(card, answer, width, height);
   if (answer.model) {

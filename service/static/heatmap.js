@@ -115,8 +115,8 @@ function fillScore(card, score, threshold) {
   const above = score >= threshold;
   card.classList.toggle("above-threshold", above);
   field(card, "verdict").textContent = above
-    ? `At or above the ${threshold.toFixed(2)} threshold: worth a closer look.`
-    : `Below the ${threshold.toFixed(2)} threshold.`;
+    ? `At or above the ${threshold.toFixed(2)} image threshold: worth a closer look.`
+    : `Below the ${threshold.toFixed(2)} image threshold.`;
 }
 
 function fillMetadata(card, answer, width, height) {

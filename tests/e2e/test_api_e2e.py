@@ -16,6 +16,7 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 import hostile
+from spancore.scoring import decision_mask
 from spancore.testing import EXIF_SAMPLES, ROOT, running_server
 from spancore.weights import load_manifest
 
@@ -120,12 +121,14 @@ def test_json_answer_via_accept_header_and_raw_body(api):
     answer = response.json()
     assert 0 <= answer["score"] <= 1 and 0 <= answer["tampered_fraction"] <= 1
     # the committed model's own operating point: the session server sets no SPAN_THRESHOLD
-    threshold = load_manifest(ROOT / "weights").decision_threshold()
-    assert answer["threshold"] == threshold and (answer["width"], answer["height"]) == (450, 600)
+    manifest = load_manifest(ROOT / "weights")
+    threshold, cut = manifest.decision_threshold(), manifest.decision_relative_cut()
+    assert answer["threshold"] == threshold and answer["relative_cut"] == cut
+    assert (answer["width"], answer["height"]) == (450, 600)
     heatmap = Image.open(io.BytesIO(base64.b64decode(answer["heatmap_png_base64"])))
     assert heatmap.mode == "L" and heatmap.size == (450, 600)
     values = np.asarray(heatmap) / 255
-    assert answer["tampered_fraction"] == pytest.approx((values >= threshold).mean(), abs=0.01)
+    assert answer["tampered_fraction"] == pytest.approx(decision_mask(values, threshold, cut).mean(), abs=0.01)
     assert set(answer["model"]) == {"name", "version", "sha256", "trained", "precision"}
     assert {"decode", "queue_wait", "inference", "encode", "total"} <= set(answer["timings_ms"])
     meta = answer["metadata"]

@@ -143,6 +143,10 @@ def test_upload_shows_overlay_score_metadata_and_rejects_a_fake(page, live_serve
     # The photo: the server's score, dimensions after EXIF orientation, metadata.
     answer = answers[PHOTO.name]
     sync_api.expect(photo_card.get_by_test_id("score")).to_have_text(f"{answer['score']:.2f}")
+    # the verdict is the image decision, at the image threshold (not the pixels')
+    verdict = photo_card.locator('[data-field="verdict"]')
+    sync_api.expect(verdict).to_contain_text(f"{answer['image_threshold']:.2f} image threshold")
+    sync_api.expect(verdict).to_contain_text("At or above" if answer["score"] >= answer["image_threshold"] else "Below")
     width, height = answer["width"], answer["height"]
     assert (width, height) == (1536, 2048)  # stored 2048x1536, turned upright by orientation 6
     metadata = photo_card.get_by_test_id("metadata")

@@ -102,15 +102,18 @@ def test_span_export_command_from_a_checkpoint_carries_its_status(tmp_path):
     torch.manual_seed(2)
     model = Span(SpanConfig.preset("pooled", **FLOW))
     ckpt = tmp_path / "trained.pt"
+    training = {"run": "test", "step": 7, "validation": {"val_threshold": 0.21, "val_relative_cut": 0.3}}
     torch.save(model.checkpoint(trained=True, status="trained: test run", scores={"pixel_auc": 0.5},
-                                training={"run": "test", "step": 7}), ckpt)
+                                training=training), ckpt)
     result = CliRunner().invoke(app, ["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "w"),
                                       "--warning", "weak: a test budget"])
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "w" / "manifest.json").read_text())
     assert data["trained"] is True and data["status"] == "trained: test run"
     assert data["scores"] == {"pixel_auc": 0.5}
-    assert data["warning"] == "weak: a test budget" and data["training"] == {"run": "test", "step": 7}
+    assert data["warning"] == "weak: a test budget" and data["training"] == training
+    assert data["threshold"] == 0.21 and data["relative_cut"] == 0.3  # the service's operating point
+    assert load_manifest(tmp_path / "w").decision_relative_cut() == 0.3
     assert load_manifest(tmp_path / "w").describe()["warning"] == "weak: a test budget"
     assert data["produced_by"]["command"].startswith("span export")
     load_manifest(tmp_path / "w")

@@ -392,6 +392,37 @@ def test_operating_point_per_image_follows_each_photos_f1_not_the_pooled_pixels(
     assert operating_point(heat, truth, per_image=True) == (0.21, pytest.approx((400 / 420 + 1) / 2))
 
 
+def test_the_f1_surface_is_decision_mask_brute_force_and_finds_the_cut_that_drops_a_weak_false_alarm():
+    """A strong 4-pixel edit at 0.9 and a broad weak alarm at 0.3: any threshold that keeps the
+    edit keeps the alarm unless it is above 0.3, or the cut is above 1/3 of the peak."""
+    from models.losses import RELATIVE_CUTS, THRESHOLDS, best_on_surface, per_image_f1_curve, per_image_f1_surface
+    from spancore.scoring import Confusion, decision_mask
+
+    truth = np.zeros((2, 10, 10), bool)
+    truth[0, :2, :2] = True
+    heat = np.full((2, 10, 10), 0.05, np.float32)
+    heat[0, 5:, :] = 0.3
+    heat[0][truth[0]] = 0.9
+    heat[1] = np.linspace(0, 0.5, 100, dtype=np.float32).reshape(10, 10)  # pristine: left out of the mean
+    surface = per_image_f1_surface(heat, truth)
+    assert surface.shape == (len(RELATIVE_CUTS), len(THRESHOLDS))
+    assert np.array_equal(surface[0], per_image_f1_curve(heat, truth))
+    rng = np.random.default_rng(1)
+    noisy = (rng.random((3, 12, 12)) ** 2).astype(np.float32)
+    noisy[:, :3, :3] = np.float32(0.12)  # ties exactly at a threshold count as marked, as in the service
+    marks = rng.random((3, 12, 12)) < 0.2
+    brute = per_image_f1_surface(noisy, marks)
+    for r, cut in enumerate(RELATIVE_CUTS[::4]):
+        for c, threshold in enumerate(THRESHOLDS[::7]):
+            expected = np.mean([Confusion.of(decision_mask(noisy[i], float(threshold), float(cut)), marks[i]).f1() or 0.0
+                                for i in range(3)])
+            assert brute[4 * r, 7 * c] == pytest.approx(expected)
+    threshold, cut, f1 = best_on_surface(surface)
+    assert f1 == 1.0 and (cut, threshold) == (0.0, 0.31)     # ties: no cut, the lowest threshold above 0.3
+    threshold, cut, f1 = best_on_surface(surface[:, :20])    # thresholds up to 0.24 only: the cut is needed
+    assert f1 == 1.0 and cut == 0.35 and threshold == 0.05   # the smallest cut above 0.3 / 0.9
+
+
 def test_calibrate_writes_the_threshold_that_export_reads(tmp_path):
     from models.calibrate import calibrate
     from models.train import Run, finish
@@ -406,10 +437,11 @@ def test_calibrate_writes_the_threshold_that_export_reads(tmp_path):
     assert Span.from_checkpoint(data).state_dict().keys() == span.state_dict().keys()
 
 
-def test_calibrate_on_both_scales_picks_the_best_mean_of_the_two_f1_curves(tmp_path, monkeypatch):
+def test_calibrate_on_both_scales_picks_the_operating_point_on_the_mean_of_the_two_sets(tmp_path, monkeypatch):
     from models import calibrate as cal
-    from models.losses import THRESHOLDS, per_image_f1_curve
+    from models.losses import RELATIVE_CUTS, THRESHOLDS, per_image_f1_surface
     from models.train import Run, finish
+    from spancore.scoring import image_scores
 
     config = tiny_config(tmp_path)
     final = finish(Run(config, resume=False), Span(config.span_config()))
@@ -430,7 +462,16 @@ def test_calibrate_on_both_scales_picks_the_best_mean_of_the_two_f1_curves(tmp_p
     record = data["training"]["calibration"]
     assert record["large"]["samples"] == 3 and record["large"]["split"] == "held-out cameras"
     assert record["large"]["size"] == 64 and record["large"]["seed"] == cal.LARGE_CALIBRATION_SEED
-    both = (per_image_f1_curve(*maps["small"][:2]) + per_image_f1_curve(*maps["large"][:2])) / 2
-    assert record["threshold"] == float(THRESHOLDS[int(np.argmax(both))])
-    assert record["large"]["mean_f1_of_both"] == round(float(both.max()), 4)
-    assert data["training"]["validation"]["val_threshold"] == record["threshold"]
+    both = (per_image_f1_surface(*maps["small"][:2]) + per_image_f1_surface(*maps["large"][:2])) / 2
+    row, column = np.unravel_index(int(np.argmax(both)), both.shape)
+    assert (record["threshold"], record["relative_cut"]) == (float(THRESHOLDS[column]), float(RELATIVE_CUTS[row]))
+    assert record["mean_f1_of_both"] == round(float(both.max()), 4)
+    assert record["mean_f1_of_both_threshold_alone"] == round(float(both[0].max()), 4) <= record["mean_f1_of_both"]
+    validation = data["training"]["validation"]
+    assert (validation["val_threshold"], validation["val_relative_cut"], validation["val_image_threshold"]) == (
+        record["threshold"], record["relative_cut"], record["image_threshold"])
+    # the image decision: the best mean balanced accuracy of the two sets' image scores
+    accuracy = [cal.image_accuracy_curve(image_scores(h), t.reshape(len(t), -1).any(1))
+                for h, t, _ in (maps["small"], maps["large"])]
+    assert record["image_threshold"] == float(THRESHOLDS[int(np.argmax(np.mean(accuracy, axis=0)))])
+

@@ -150,6 +150,46 @@ def _jpeg_bytes(rgb: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+@pytest.mark.parametrize("setting,expected", [(None, 0.5), (0.0, 0.0)])
+def test_the_manifest_relative_cut_is_the_default_and_a_setting_overrides_it(tmp_path, setting, expected):
+    """The plumbing (manifest -> engine -> answer); the rule itself: tests/unit/spancore/test_scoring.py."""
+    directory = _write_cue_probe(tmp_path, threshold=0.0)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    (directory / "manifest.json").write_text(json.dumps({**manifest, "relative_cut": 0.5}))
+    settings = Settings(model_dir=directory, providers=["CPUExecutionProvider"], relative_cut=setting)
+    engine = Engine.from_settings(settings)
+    try:
+        analysis = analyze_bytes(_jpeg_bytes(_photo(64, 64)), engine, settings)
+        assert analysis.relative_cut == expected and analysis.as_json(include_heatmap=False)["relative_cut"] == expected
+        heatmap = analysis.heatmap
+        assert analysis.tampered_fraction == pytest.approx(float(np.mean(heatmap >= expected * heatmap.max())))
+    finally:
+        engine.close(5)
+
+
+@pytest.mark.parametrize("manifest_value,setting,threshold,expected", [
+    (0.45, None, None, 0.45),   # the model's own image threshold
+    (0.45, 0.8, None, 0.8),     # SPAN_IMAGE_THRESHOLD overrides it
+    (None, None, None, 0.37),   # a model without one: the pixel decision's threshold...
+    (None, None, 0.6, 0.6),     # ...including SPAN_THRESHOLD, as before the two were apart
+])
+def test_the_image_decision_has_its_own_threshold(tmp_path, manifest_value, setting, threshold, expected):
+    directory = _write_cue_probe(tmp_path, threshold=0.37)
+    if manifest_value is not None:
+        manifest = json.loads((directory / "manifest.json").read_text())
+        (directory / "manifest.json").write_text(json.dumps({**manifest, "image_threshold": manifest_value}))
+    settings = Settings(model_dir=directory, providers=["CPUExecutionProvider"], image_threshold=setting,
+                        threshold=threshold)
+    engine = Engine.from_settings(settings)
+    try:
+        analysis = analyze_bytes(_jpeg_bytes(_photo(64, 64)), engine, settings)
+        assert analysis.image_threshold == expected
+        assert analysis.threshold == (0.37 if threshold is None else threshold)  # the pixels' is untouched
+        assert analysis.as_json(include_heatmap=False)["image_threshold"] == expected
+    finally:
+        engine.close(5)
+
+
 @pytest.mark.parametrize("setting,expected", [(None, 0.37), (0.9, 0.9)])
 def test_the_manifest_operating_point_is_the_default_threshold(tmp_path, setting, expected):
     settings = Settings(model_dir=_write_cue_probe(tmp_path, threshold=0.37), providers=["CPUExecutionProvider"],

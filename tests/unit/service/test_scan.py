@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from spancore.scoring import image_score
+from spancore.scoring import decision_mask, image_score
 from spancli.main import app
 from service.decode import decode_image
 from spancore.weights import sha256_file
@@ -109,8 +109,9 @@ def test_first_scan_writes_a_heatmap_overlay_and_summary_row_per_photo(first_sca
         assert (item["width"], item["height"]) == (photo.metadata.width, photo.metadata.height)
         # The summary's numbers are those of the map that was written (8-bit rounding aside).
         assert item["score"] == pytest.approx(image_score(heatmap / 255.0), abs=1 / 255)
-        threshold = item["threshold"] if "threshold" in item else record_threshold(out / f"{name}.result.json")
-        assert item["tampered_fraction"] == pytest.approx(float(np.mean(heatmap / 255.0 >= threshold)), abs=0.02)
+        threshold, cut = record_decision(out / f"{name}.result.json")
+        assert item["tampered_fraction"] == pytest.approx(float(np.mean(decision_mask(heatmap / 255.0, threshold, cut))),
+                                                          abs=0.02)
         record = json.loads((out / f"{name}.result.json").read_text())
         assert record["model"]["sha256"] == _running_model_sha256()
         assert record["score"] == item["score"]
@@ -343,9 +344,11 @@ def test_exit_statuses_have_one_source():
     assert exit_status_markdown() in (ROOT / "README.md").read_text()
 
 
-def record_threshold(record_path: Path) -> float:
-    """The decision threshold a scan record names (the model's operating point unless SPAN_THRESHOLD)."""
-    return float(json.loads(record_path.read_text())["threshold"])
+def record_decision(record_path: Path) -> tuple[float, float]:
+    """The decision threshold and peak-relative cut a scan record names (the model's operating
+    point unless SPAN_THRESHOLD / SPAN_RELATIVE_CUT)."""
+    record = json.loads(record_path.read_text())
+    return float(record["threshold"]), float(record["relative_cut"])
 
 
 # ----------------------------------------------------------------------------- span scan --layers

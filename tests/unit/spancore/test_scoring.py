@@ -8,7 +8,7 @@ from itertools import product
 import numpy as np
 import pytest
 
-from spancore.scoring import Confusion, image_score, image_scores, roc_auc, tampered_fraction
+from spancore.scoring import Confusion, decision_mask, image_score, image_scores, roc_auc, tampered_fraction
 
 
 def pairwise_auc(scores, truth):
@@ -73,6 +73,22 @@ def test_tampered_fraction_counts_pixels_at_or_above_the_threshold():
     heatmap = np.array([[0.1, 0.5], [0.7, 0.49]], np.float32)
     assert tampered_fraction(heatmap, 0.5) == 0.5
     assert tampered_fraction(heatmap, 0.0) == 1.0
+
+
+def test_the_peak_relative_cut_keeps_the_strongest_region_and_never_marks_more_than_the_threshold():
+    rng = np.random.default_rng(3)
+    heatmap = rng.random((40, 40)).astype(np.float32) * 0.3  # a weak map everywhere...
+    heatmap[5:10, 5:10] = 0.9                                 # ...and one strong region
+    assert np.array_equal(decision_mask(heatmap, 0.12), heatmap >= 0.12)           # no cut: the threshold
+    assert np.array_equal(decision_mask(heatmap, 0.12, 0.0), heatmap >= 0.12)
+    cut = decision_mask(heatmap, 0.12, 0.5)                   # 0.5 x 0.9: only the strong region
+    assert np.array_equal(cut, heatmap >= 0.45) and cut.sum() == 25
+    for relative in np.linspace(0, 1, 11):                    # a subset of the threshold's marks, always
+        assert not (decision_mask(heatmap, 0.12, relative) & ~(heatmap >= 0.12)).any()
+    weak = heatmap * 0.1                                      # a map whose peak is below the threshold
+    assert not decision_mask(weak, 0.12, 0.5).any()           # the threshold still rules: nothing marked
+    assert tampered_fraction(heatmap, 0.12, 0.5) == pytest.approx(25 / 1600)
+    assert decision_mask(np.zeros((0, 0), np.float32), 0.1, 0.5).shape == (0, 0)
 
 
 def test_image_scores_of_a_stack_equal_each_maps_own_score():

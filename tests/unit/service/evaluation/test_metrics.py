@@ -26,6 +26,11 @@ def test_pixel_metrics_by_hand_and_the_inverse_convention():
     for key in PIXEL_KEYS:
         assert values[f"{key}_inv"] >= values[key] - 1e-12
 
+    # With a peak-relative cut of 0.75 (0.75 x 0.9 = 0.675) the 0.6 drops out: tp 1, fp 1, fn 1.
+    cut = pixel_metrics(heatmap, truth, 0.5, relative_cut=0.75)
+    assert cut["pixel_f1_fixed"] == pytest.approx(1 / 2) and cut["pixel_iou"] == pytest.approx(1 / 3)
+    assert cut["pixel_auc"] == values["pixel_auc"] and cut["pixel_f1_best"] == values["pixel_f1_best"]
+
     flipped = pixel_metrics(1.0 - heatmap, truth, 0.5)
     assert flipped["pixel_auc"] == pytest.approx(1 / 8)
     assert flipped["pixel_auc_inv"] == pytest.approx(7 / 8)

@@ -86,6 +86,35 @@ def test_cli_on_a_synthetic_manifest_writes_every_key_and_a_grid(tmp_path):
     assert picture.width > 4 * 200 and picture.height > 3 * 150
 
 
+def test_cli_decides_pixels_and_images_at_the_operating_point_it_is_given(tmp_path):
+    """--threshold and --relative-cut make the pixel decision (F1 at the threshold), --image-threshold
+    the image one (image_bacc); the report names all three and each can be recomputed from it."""
+    from spancore.scoring import Confusion
+
+    manifest = _synthetic_manifest(tmp_path / "set")
+    reports = {}
+    for cut in (0.0, 0.9):
+        out = tmp_path / f"cut{cut}.json"
+        done = _span(str(manifest), "--out", str(out), "--no-progress", "--threshold", "0.05",
+                     "--relative-cut", str(cut), "--image-threshold", "0.7")
+        assert done.returncode == 0, done.stderr
+        reports[cut] = json.loads(out.read_text())
+        assert "image threshold 0.7" in done.stdout
+    settings = reports[0.9]["settings"]
+    assert (settings["threshold"], settings["relative_cut"], settings["image_threshold"]) == (0.05, 0.9, 0.7)
+    for method in ("span", "ela"):
+        rows = reports[0.9]["images"]
+        labels = np.array([row["label"] for row in rows], bool)
+        scores = np.array([row["score"][method] for row in rows])
+        expected = Confusion.of(scores >= 0.7, labels).balanced_accuracy()
+        assert reports[0.9]["results"][method]["image_bacc"] == pytest.approx(expected)
+    # ELA is normalised to its peak, so a cut at 0.9 of it keeps only its strongest pixels:
+    # the marked area shrinks, and with it the F1 at the threshold changes, while AUC cannot.
+    ela = {cut: report["results"]["ela"] for cut, report in reports.items()}
+    assert ela[0.9]["pixel_auc"] == ela[0.0]["pixel_auc"]
+    assert ela[0.9]["pixel_f1_fixed"] != ela[0.0]["pixel_f1_fixed"]
+
+
 def test_cli_refuses_a_broken_manifest_with_a_clear_message(tmp_path):
     bad = _write_manifest(tmp_path / "bad.csv", [_row("a", "a.png")], header=["id", "image"])
     done = _span(str(bad), "--no-progress", timeout=120)

@@ -22,3 +22,12 @@ class StandInEngine:
     @property
     def threshold(self) -> float:
         return self.manifest.decision_threshold(self.settings.threshold if self.settings else None)
+
+    @property
+    def image_threshold(self) -> float:
+        return self.manifest.decision_image_threshold(self.settings.image_threshold if self.settings else None,
+                                                      self.threshold)
+
+    @property
+    def relative_cut(self) -> float:
+        return self.manifest.decision_relative_cut(self.settings.relative_cut if self.settings else None)

@@ -15,8 +15,9 @@ def test_model_is_503_while_loading(client_for):
 
 def test_model_describes_the_manifest_and_the_settings(client_for, committed_manifest):
     client, _ = client_for(model.router, StandInEngine(committed_manifest), threshold=0.3,
-                           large_image_policy="tile")
+                           relative_cut=0.0, large_image_policy="tile")
     answer = client.get("/v1/model").json()
+    assert answer["relative_cut"] == 0.0 and answer["operating_relative_cut"] == committed_manifest.relative_cut
     assert answer["sha256"] == committed_manifest.sha256 and answer["trained"] == committed_manifest.trained
     assert answer["threshold"] == 0.3 and answer["large_image_policy"] == "tile"
     assert answer["provider"] == "CPUExecutionProvider" and answer["int8_gate"] == committed_manifest.int8_gate()[1]
