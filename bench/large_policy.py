@@ -2,7 +2,7 @@
 
     python -m bench.large_policy [--benchmark CSV] [--count 16] [--repeats 3]
 
-Accuracy: per-image pixel AUC and F1 at the shipped threshold on full-size camera splices
+Accuracy: per-image pixel AUC and F1 at the shipped operating point (threshold and cut) on full-size camera splices
 from the held-out camera files (bench.large_forgeries; made in a temporary folder unless
 --benchmark names one). Time: the engine alone (decode excluded) on a 12 MP (4000x3000)
 photo, p50 over --repeats runs. Each policy runs in this process through the service's own
@@ -23,7 +23,7 @@ from service.decode import decode_image
 from service.engine import Engine
 from service.evaluation.benchmark import read_benchmark, read_mask
 from service.settings import Settings
-from spancore.scoring import Confusion, binarize, roc_auc
+from spancore.scoring import Confusion, decision_mask, roc_auc
 
 MP = 1_000_000
 POLICIES: dict[str, dict] = {
@@ -46,7 +46,7 @@ def measure(options: dict, rows, photo_12mp: np.ndarray, repeats: int) -> dict:
             truth = read_mask(row.mask, (rgb.shape[1], rgb.shape[0]))
             heatmap = engine.predict(rgb)
             aucs.append(roc_auc(heatmap, truth))
-            f1s.append(Confusion.of(binarize(heatmap, engine.threshold), truth).f1() or 0.0)
+            f1s.append(Confusion.of(decision_mask(heatmap, engine.threshold, engine.relative_cut), truth).f1() or 0.0)
         engine.predict(photo_12mp)  # warm-up at this shape
         times = []
         for _ in range(repeats):

@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         heat, truth = maps_of(engine, *SOURCES[name], args.samples, args.seed)
         threshold, f1 = operating_point(heat, truth, per_image=True)
         forged = [i for i, t in enumerate(truth) if t.any()]
-        at_shipped = float(np.mean([Confusion.of(heat[i] >= engine.threshold, truth[i]).f1() or 0.0 for i in forged]))
+        at_shipped = float(np.mean([Confusion.of(heat[i] >= float(engine.threshold), truth[i]).f1() or 0.0
+                                    for i in forged]))  # the threshold alone: the question is its size-dependence
         aucs = [roc_auc(heat[i].ravel(), truth[i].ravel()) for i in forged if not truth[i].all()]
         results["sources"][name] = {
             "best_threshold": threshold, "f1_at_best": round(f1, 4), "f1_at_shipped": round(at_shipped, 4),

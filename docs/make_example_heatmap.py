@@ -71,8 +71,9 @@ def main() -> None:
     scores = ""
     if row.mask is not None:
         truth = read_mask(row.mask, (analysis.width, analysis.height))
-        metrics = pixel_metrics(analysis.heatmap, truth, analysis.threshold)
-        scores = f", pixel AUC {metrics['pixel_auc']:.3f}, F1 at {analysis.threshold} {metrics['pixel_f1_fixed']:.3f}"
+        metrics = pixel_metrics(analysis.heatmap, truth, analysis.threshold, analysis.relative_cut)
+        scores = (f", pixel AUC {metrics['pixel_auc']:.3f}, F1 at {analysis.threshold} (cut {analysis.relative_cut}) "
+                  f"{metrics['pixel_f1_fixed']:.3f}")
     print(f"{args.out}: image score {analysis.score:.3f}{scores}; model sha256 {model['sha256'][:12]}")
 
 
