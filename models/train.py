@@ -564,6 +564,7 @@ if __name__ == "__main__":  # python -m models.train --config ... (where the `sp
     parser.add_argument("--config", required=True, type=Path)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--max-minutes", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=None, help="another seed of the config (runs/<name>-seed<N>/)")
     args = parser.parse_args()
-    final = train(TrainConfig.load(args.config), resume=args.resume, max_minutes=args.max_minutes)
+    final = train(TrainConfig.load(args.config).with_seed(args.seed), resume=args.resume, max_minutes=args.max_minutes)
     sys.exit(0 if final else 75)  # 75: stopped by --max-minutes, continue with --resume (as `span train`)

@@ -114,6 +114,13 @@ class TrainConfig:
         base = SpanConfig.preset(spec.pop("preset", "slim"))
         return SpanConfig.from_dict({**base.to_dict(), **spec})
 
+    def with_seed(self, seed: int | None) -> TrainConfig:
+        """This config with another seed, run in runs/<name>-seed<seed>/ so that seeds of one recipe
+        never share a folder (`span train --seed`); None: unchanged."""
+        if seed is None:
+            return self
+        return dataclasses.replace(self, seed=seed, name=f"{self.name}-seed{seed}")
+
     @property
     def run_dir(self) -> Path:
         root = Path(self.runs_dir)

@@ -248,6 +248,8 @@ def train(
                                       f"(exit status {TRAIN_UNFINISHED}); for time-limited calls such as the GPU device tool."),
     finish: bool = typer.Option(False, "--finish", help="Do not train: write final.pt of a run that --max-minutes "
                                 "stopped, from its best validated weights (what `models.calibrate` and `span export` take)."),
+    seed: int = typer.Option(None, "--seed", help="Another seed of the same config, run in runs/<name>-seed<N>/ "
+                             "(give it again with --resume and --finish)."),
 ) -> None:
     """Train SPAN: stage 1 pretrains Featex, stage 2 learns localisation (docs/training.md). Needs the train extra."""
     require_train_extra("train", ("torch",))
@@ -257,10 +259,11 @@ def train(
         typer.echo("span train: --finish trains nothing; it takes neither --resume nor --max-minutes", err=True)
         raise typer.Exit(2)
     try:
+        settings = TrainConfig.load(config).with_seed(seed)
         if finish:
-            final = finish_stopped(TrainConfig.load(config))
+            final = finish_stopped(settings)
         else:
-            final = run_training(TrainConfig.load(config), resume=resume, max_minutes=max_minutes)
+            final = run_training(settings, resume=resume, max_minutes=max_minutes)
     except (FileExistsError, FileNotFoundError, ValueError) as error:
         typer.echo(f"span train: {error}", err=True)
         raise typer.Exit(2) from None

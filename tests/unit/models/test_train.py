@@ -272,6 +272,13 @@ def test_span_train_command_stops_and_resumes(tmp_path):
     done = runner.invoke(app, ["train", "--config", str(path), "--resume"])
     assert done.exit_code == 0, done.output
     assert (tmp_path / "cli" / "final.pt").exists()
+    # another seed of the same config: its own folder, its own seed, the config file untouched
+    seeded = runner.invoke(app, ["train", "--config", str(path), "--seed", "7", "--max-minutes", "0"])
+    assert seeded.exit_code == TRAIN_UNFINISHED, seeded.output
+    assert json.loads((tmp_path / "cli-seed7" / "config.json").read_text())["seed"] == 7
+    assert json.loads(path.read_text())["seed"] == config["seed"]
+    assert runner.invoke(app, ["train", "--config", str(path), "--seed", "7", "--resume"]).exit_code == 0
+    assert (tmp_path / "cli-seed7" / "final.pt").exists()
 
 
 def test_span_train_finish_turns_a_stopped_run_into_final_weights(tmp_path):
