@@ -97,7 +97,7 @@ def _mean(values: Iterable[float | None]) -> float | None:
     return float(np.mean(present)) if present else None
 
 
-def summarize(results: Sequence[ImageResult], method: str, threshold: float) -> dict[str, Any]:
+def summarize(results: Sequence[ImageResult], method: str, image_threshold: float) -> dict[str, Any]:
     """The metric block of one method over some rows."""
     pixel_rows = [result for result in results if result.pixel_excluded is None]
     summary: dict[str, Any] = {
@@ -112,7 +112,7 @@ def summarize(results: Sequence[ImageResult], method: str, threshold: float) -> 
         if summary[key] is None:
             notes[key] = "undefined: no row with a mask holding both manipulated and pristine pixels"
     image_values, image_notes = image_metrics(
-        [result.scores[method] for result in results], [result.label for result in results], threshold
+        [result.scores[method] for result in results], [result.label for result in results], image_threshold
     )
     summary.update(image_values)
     notes.update(image_notes)
@@ -120,18 +120,18 @@ def summarize(results: Sequence[ImageResult], method: str, threshold: float) -> 
     return summary
 
 
-def method_report(results: Sequence[ImageResult], method: str, threshold: float) -> dict[str, Any]:
-    report = summarize(results, method, threshold)
+def method_report(results: Sequence[ImageResult], method: str, image_threshold: float) -> dict[str, Any]:
+    report = summarize(results, method, image_threshold)
     datasets = sorted({result.row.dataset for result in results})
     report["by_dataset"] = {
-        name: summarize([result for result in results if result.row.dataset == name], method, threshold)
+        name: summarize([result for result in results if result.row.dataset == name], method, image_threshold)
         for name in datasets
     }
     # Which kind of forgery a method sees: splice, copy-move... per dataset ("casia2/copy-move").
     kinds = sorted({(result.row.dataset, result.row.kind) for result in results})
     report["by_kind"] = {
         f"{dataset}/{kind}": summarize([r for r in results if (r.row.dataset, r.row.kind) == (dataset, kind)],
-                                       method, threshold)
+                                       method, image_threshold)
         for dataset, kind in kinds
     }
     return report

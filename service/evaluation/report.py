@@ -66,7 +66,7 @@ def build_report(
     skipped: Sequence[Mapping[str, Any]],
     warnings: Sequence[Mapping[str, Any]],
     settings: Mapping[str, Any],
-    threshold: float,  # the image decision's (image_bacc); the pixel decision is in each row's metrics
+    image_threshold: float,  # image_bacc's; the pixel decision is already in each row's metrics
     n_rows: int,
     seconds: float,
 ) -> dict[str, Any]:
@@ -75,7 +75,7 @@ def build_report(
         "model": dict(model),
         "manifest": str(benchmark),  # the benchmark CSV (key kept for readers of old reports)
         "n_rows": n_rows,
-        "results": {method: method_report(results, method, threshold) for method in methods},
+        "results": {method: method_report(results, method, image_threshold) for method in methods},
         "skipped": list(skipped),
         "warnings": list(warnings),
         "settings": dict(settings),

@@ -155,7 +155,7 @@ def run(
                        f"{skipped[0]['reason'] if skipped else 'none'}")
     report = build_report(
         results, benchmark=benchmark, model=_model_description(engine, settings), skipped=skipped,
-        warnings=warnings, threshold=image_threshold, n_rows=len(selected), seconds=time.perf_counter() - started,
+        warnings=warnings, image_threshold=image_threshold, n_rows=len(selected), seconds=time.perf_counter() - started,
         settings={
             "threshold": threshold, "relative_cut": relative_cut, "image_threshold": image_threshold,
             "limit": limit, "strict": strict, "manifest_rows": len(rows),

@@ -23,7 +23,7 @@ def test_report_has_every_key_and_no_nan_even_when_undefined(tmp_path):
     results, skipped, warnings = evaluate_rows(rows, load_image=_load, methods=methods,
                                                image_score=lambda m: float(m.mean()), threshold=0.5, progress=False)
     report = build_report(results, benchmark=manifest, model={"trained": False}, skipped=skipped, warnings=warnings,
-                          settings={}, threshold=0.5, n_rows=len(rows), seconds=1.0)
+                          settings={}, image_threshold=0.5, n_rows=len(rows), seconds=1.0)
     assert skipped == [] and any("all white" in w["warning"] for w in warnings)
     span = report["results"]["span"]
     assert span["n_images"] == 5 and span["n_pixel_images"] == 2
