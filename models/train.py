@@ -434,8 +434,8 @@ def train_stage2(run: Run, span: Span, ckpt: dict | None) -> bool:
         dataset = patches
     else:
         crops = forgery_dataset(run, span.config, "train", large.patch, s.steps * large.batch_size,
-                                LARGE_TRAINING_SEED + run.config.seed, large.kind_weights)
-        dataset = StepBatches(patches, s.batch_size, s.steps, crops, large.batch_size, large.every)
+                                LARGE_TRAINING_SEED + run.config.seed, large.kind_weights) if large.every else None
+        dataset = StepBatches(patches, s.batch_size, s.steps, crops, large.batch_size, large.every)  # every 0: validation only
         large_val = large_validation_set(run, span.config)
 
     def step_loss(batch):
