@@ -49,15 +49,9 @@ RELATIVE_CUTS = np.round(np.arange(0.0, 0.96, 0.05), 2)  # spancore.scoring.deci
 
 def per_image_f1_curve(heatmaps, truth) -> np.ndarray:
     """Mean per-image F1 over the forged photos at each of THRESHOLDS (0 where none is forged).
-    Sequences of maps of different sizes are fine: each photo is scored on its own."""
-    from spancore.scoring import Confusion
-
-    forged = [i for i in range(len(truth)) if truth[i].any()]
-    if not forged:
-        return np.zeros(len(THRESHOLDS))
-    # float(t): compared in the map's dtype, as the service compares (spancore.scoring.decision_mask)
-    return np.array([np.mean([Confusion.of(heatmaps[i] >= float(t), truth[i]).f1() or 0.0 for i in forged])
-                     for t in THRESHOLDS])
+    Sequences of maps of different sizes are fine: each photo is scored on its own. The surface's
+    row without a cut: one sort per map, exact (its test checks it against Confusion, pixel by pixel)."""
+    return per_image_f1_surface(heatmaps, truth, cuts=np.zeros(1))[0]
 
 
 def f1_at_levels(heatmap: np.ndarray, truth: np.ndarray, levels: np.ndarray) -> np.ndarray:

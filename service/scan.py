@@ -160,7 +160,7 @@ class Outputs:
             "tampered_fraction": finding.tampered_fraction,
             "threshold": finding.threshold,
             "relative_cut": finding.relative_cut,
-            "image_threshold": finding.threshold if finding.image_threshold is None else finding.image_threshold,
+            "image_threshold": finding.image_threshold,
             "width": finding.width,
             "height": finding.height,
             "metadata": finding.metadata,

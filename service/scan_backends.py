@@ -30,9 +30,9 @@ class Finding:
     width: int
     height: int
     threshold: float
+    relative_cut: float
+    image_threshold: float
     metadata: dict[str, Any]
-    relative_cut: float = 0.0
-    image_threshold: float | None = None  # None: the threshold (older servers)
     rgb: np.ndarray | None = None  # the decoded photo, when the backend already has it
 
 

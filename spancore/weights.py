@@ -167,17 +167,19 @@ class WeightsManifest(BaseModel):
         takes spancore.cues as its second input; None for an image-only model."""
         return (self.model_extra or {}).get("cues")
 
+    def _extra_float(self, key: str) -> float | None:
+        value = (self.model_extra or {}).get(key)
+        return None if value is None else float(value)
+
     @property
     def threshold(self) -> float | None:
         """The operating point chosen on synthetic validation forgeries at training time, if any."""
-        value = (self.model_extra or {}).get("threshold")
-        return None if value is None else float(value)
+        return self._extra_float("threshold")
 
     @property
     def image_threshold(self) -> float | None:
         """The image-score threshold chosen on synthetic validation (balanced accuracy), if any."""
-        value = (self.model_extra or {}).get("image_threshold")
-        return None if value is None else float(value)
+        return self._extra_float("image_threshold")
 
     def decision_image_threshold(self, override: float | None = None, pixel_threshold: float | None = None) -> float:
         """The image decision's threshold: an explicit setting, else the manifest's, else the
@@ -192,8 +194,7 @@ class WeightsManifest(BaseModel):
     @property
     def relative_cut(self) -> float | None:
         """The peak-relative cut chosen with the threshold (spancore.scoring.decision_mask), if any."""
-        value = (self.model_extra or {}).get("relative_cut")
-        return None if value is None else float(value)
+        return self._extra_float("relative_cut")
 
     def decision_relative_cut(self, override: float | None = None) -> float:
         """The cut a deployment uses: an explicit setting, else the manifest's, else 0 (none)."""

@@ -44,7 +44,8 @@ const field = (card, name) => card.querySelector(`[data-field="${name}"]`);
 let nextCardId = 0;
 let activeRequests = 0;
 const pending = [];           // cards waiting for a request slot
-let lastThreshold = 0.5;
+let lastThreshold = 0.5;        // the pixel decision's, for the colour scale's mark
+let lastImageThreshold = null;  // the image decision's; null: the pixel one (older servers)
 let keyPrompt = null;         // while the key form is shown: resolves when a key is entered
 
 // ---------------------------------------------------------------- model information
@@ -82,9 +83,8 @@ function showModel(model) {
   const info = $("#model-info");
   info.textContent = parts.join(" · ");
   if (sha) info.title = `ONNX sha256 ${sha}`;
-  // the image decision's threshold (older servers: the one threshold they had)
-  if (typeof model.image_threshold === "number") lastThreshold = model.image_threshold;
-  else if (typeof model.threshold === "number") lastThreshold = model.threshold;
+  if (typeof model.threshold === "number") lastThreshold = model.threshold;
+  if (typeof model.image_threshold === "number") lastImageThreshold = model.image_threshold;
   if (model.trained === false) {
     if (model.status) $("#untrained-detail").textContent = `The server reports: “${model.status}”.`;
     $("#untrained-banner").hidden = false;
@@ -361,9 +361,9 @@ async function showAnswer(card, answer, photo, digest) {
   }
 
   // the score bar shows the image decision; the colour scale's mark, the pixel threshold
-  const imageThreshold = typeof answer.image_threshold === "number" ? answer.image_threshold
-    : typeof answer.threshold === "number" ? answer.threshold : lastThreshold;
   const threshold = typeof answer.threshold === "number" ? answer.threshold : lastThreshold;
+  const imageThreshold = typeof answer.image_threshold === "number" ? answer.image_threshold
+    : lastImageThreshold ?? threshold;
   fillScore(card, answer.score, imageThreshold);
   field(card, "legend-threshold").style.left = `${threshold * 100}%`;
   fillMetadata(card, answer, width, height);
