@@ -405,9 +405,13 @@ def scan(
     layers: Sequence[str] = (),
 ) -> int:
     """The whole `span scan`: returns the exit status (service.scan_status.ScanExit)."""
-    from service.settings import get_settings
+    from service.settings import SettingsError, get_settings
 
-    settings = settings or get_settings()
+    try:
+        settings = settings or get_settings()
+    except SettingsError as exc:
+        print(f"span scan: {exc}", file=sys.stderr)
+        return ScanExit.USAGE
     out_dir = Path(out_dir)
     try:
         inputs, scan_root = collect_inputs(paths, out_dir, root)

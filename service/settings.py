@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -210,10 +210,27 @@ class Settings(BaseSettings):
         return self
 
 
+class SettingsError(ValueError):
+    """SPAN_* variables the service cannot run with; the message names each and what is wrong."""
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, read from the environment once."""
-    return Settings()
+    """The process-wide settings, read from the environment once. A bad value is a SettingsError
+    naming the variable (SPAN_THRESHOLD=2: ...), which the commands print as one line."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise SettingsError("; ".join(_problem(item) for item in error.errors())) from None
+
+
+def _problem(item: dict) -> str:
+    field = ".".join(str(part) for part in item.get("loc", ()))
+    if not field:  # a check across fields (Settings._check)
+        return str(item.get("msg", "invalid settings")).removeprefix("Value error, ")
+    value = item.get("input")
+    shown = f"={value}" if isinstance(value, str | int | float) else ""
+    return f"SPAN_{field.upper()}{shown}: {item.get('msg')}"
 
 
 # --- the stated memory bound ----------------------------------------------------------------

@@ -132,6 +132,7 @@ def evaluate(
     from service.evaluation.benchmark import EvaluationError
     from service.evaluation.report import format_summary
     from service.evaluation.run import record_scores, report_scores_key, run
+    from service.settings import SettingsError
 
     if record is not None and limit is not None:
         raise typer.BadParameter("scores of a partial run are not recorded", param_hint="--record")
@@ -142,7 +143,7 @@ def evaluate(
                      image_threshold=image_threshold, limit=limit, grid_path=grid, grid_rows=grid_rows,
                      strict=strict, progress=progress, layers=_chosen_layers("evaluate", layers, pixel_only=True))
         recorded = record_scores(report, record) if record else None
-    except EvaluationError as error:
+    except (EvaluationError, SettingsError) as error:
         typer.echo(f"span evaluate: {error}", err=True)
         raise typer.Exit(2) from None
     typer.echo(format_summary(report, out=out, grid=grid))
@@ -226,10 +227,11 @@ def serve(
     """Serve the REST API (settings from SPAN_* variables; see README "Configuration"). SIGTERM drains gracefully."""
     from service.server import serve as run_server
     from service.security.keys import KeyConfigError
+    from service.settings import SettingsError
 
     try:
         run_server(host=host, port=port, log_level=log_level)
-    except KeyConfigError as exc:
+    except (KeyConfigError, SettingsError) as exc:
         typer.echo(f"span serve: {exc}", err=True)
         raise typer.Exit(2) from None
 

@@ -54,3 +54,32 @@ def test_no_half_imports_the_other_and_nothing_edits_sys_path():
         assert not {"tests", "support"} & imports(package), package
         for path in (ROOT / package).rglob("*.py"):
             assert "sys.path.insert" not in path.read_text() and "sys.path.append" not in path.read_text(), path
+
+
+@pytest.mark.parametrize("args", [
+    ("serve", "--port", "8019"),
+    ("evaluate", "../shared/data/benchmarks/dev/manifest.csv", "--limit", "1"),
+    ("scan", "tests", "--out", "/nonexistent/never-written"),
+])
+def test_a_bad_span_setting_is_one_line_naming_the_variable(args):
+    """A SPAN_* value the service cannot run with stops each command before it starts, in one
+    line that names the variable, the value and what is wrong; a check across fields likewise."""
+    import os
+
+    env = {**os.environ, "SPAN_THRESHOLD": "2", "SPAN_RELATIVE_CUT": "abc"}
+    done = subprocess.run([sys.executable, "-m", "spancli", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"span {args[0]}: "), done.stderr
+    assert "SPAN_THRESHOLD=2: Input should be less than or equal to 1" in lines[0]
+    assert "SPAN_RELATIVE_CUT=abc" in lines[0] and "Traceback" not in done.stderr
+
+
+def test_a_bad_combination_of_settings_is_one_line_too():
+    import os
+
+    env = {**os.environ, "SPAN_TILE_SIZE": "100", "SPAN_TILE_OVERLAP": "60"}
+    done = subprocess.run([sys.executable, "-m", "spancli", "serve", "--port", "8019"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 2 and done.stderr.strip() == "span serve: tile_overlap must be less than half of tile_size"
