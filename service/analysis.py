@@ -4,6 +4,9 @@ Shared by the HTTP service (async, through the engine's queue), `span scan` and
 `span evaluate` (sync). The JSON form is the one in docs/architecture.md.
 
 The image score and tampered fraction are spancore.scoring's, the same maths training uses.
+Where SPAN_CLONES is on (the default), the clones spancore.clones finds (parts of the photo
+copied onto itself by a plain shift) are folded into the map and the score by
+`served_prediction`, which `span evaluate` calls too.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from service.decode import DecodedImage, ImageMetadata, decode_image, declared_p
 from service.engine import Engine
 from service.render import heatmap_png
 from service.settings import Settings
+from spancore.clones import CloneResult, find_clones, fold_in
 from spancore.scoring import image_score, tampered_fraction
 
 @dataclass
@@ -33,6 +37,8 @@ class Analysis:
     model: dict
     timings_ms: dict = field(default_factory=dict)
     rgb: np.ndarray | None = None  # the decoded photo, kept only when an overlay is wanted
+    clones: dict | None = None  # CloneResult.as_json(); None where SPAN_CLONES is off
+    beside: tuple[str, ...] = ()  # timings spent beside another stage (inside it): not added to "total"
 
     @property
     def width(self) -> int:
@@ -52,6 +58,7 @@ class Analysis:
             "image_threshold": self.image_threshold,
             "width": self.width,
             "height": self.height,
+            "clones": self.clones,
         }
         if include_heatmap:
             started = time.perf_counter()
@@ -66,7 +73,7 @@ class Analysis:
         """Record a stage's time and keep "total" the sum of the stages."""
         self.timings_ms.pop("total", None)
         self.timings_ms[name] = round((time.perf_counter() - started) * 1000, 2)
-        self.timings_ms["total"] = round(sum(self.timings_ms.values()), 2)
+        self.timings_ms["total"] = _total(self.timings_ms, self.beside)
 
 
 def analyze_bytes(data: bytes, engine: Engine, settings: Settings, *, keep_photo: bool = False) -> Analysis:
@@ -117,11 +124,22 @@ async def _analyze_async(
     del data
     started = time.perf_counter()
     engine_timings: dict = {}
-    heatmap = await engine.submit(decoded.rgb, wait=wait, timings=engine_timings)
+    clones = None
+    if settings.clones:  # the clone search runs beside the model, in the same place in the queue
+        rgb = decoded.rgb
+
+        def search() -> tuple[CloneResult, float]:
+            began = time.perf_counter()
+            return find_clones(rgb), _ms(began)
+
+        heatmap, (clones, clone_ms) = await engine.submit_beside(decoded.rgb, search, wait=wait, timings=engine_timings)
+        timings["clones"] = clone_ms  # its own time, spent beside the inference's
+    else:
+        heatmap = await engine.submit(decoded.rgb, wait=wait, timings=engine_timings)
     queue_wait = engine_timings.get("queue_wait", 0.0)
     timings["queue_wait"] = queue_wait
     timings["inference"] = round(_ms(started) - queue_wait, 2)
-    return await asyncio.to_thread(_finish, decoded, heatmap, engine, settings, timings, keep_photo)
+    return await asyncio.to_thread(_finish, decoded, heatmap, engine, settings, timings, keep_photo, clones)
 
 
 async def decode_async(data: bytes, settings: Settings, decode_slots: asyncio.Semaphore | None) -> DecodedImage:
@@ -132,13 +150,32 @@ async def decode_async(data: bytes, settings: Settings, decode_slots: asyncio.Se
         return await asyncio.to_thread(decode_image, data, max_pixels=settings.max_pixels, min_side=settings.min_side)
 
 
+def served_prediction(rgb: np.ndarray, heatmap: np.ndarray, clones: bool,
+                      found: CloneResult | None = None) -> tuple[np.ndarray, float, CloneResult | None]:
+    """(map, image score, clones) as answered: the model's map and score, with the clones in the
+    photo folded in when `clones` is on (spancore.clones.fold_in); `found`: the search's result
+    when it already ran (beside the model), else it runs here."""
+    score = image_score(heatmap)
+    if not clones:
+        return heatmap, score, None
+    found = find_clones(rgb) if found is None else found
+    folded, score = fold_in(heatmap, score, found)
+    return folded, score, found
+
+
 def _finish(
-    decoded: DecodedImage, heatmap: np.ndarray, engine: Engine, settings: Settings, timings: dict, keep_photo: bool
+    decoded: DecodedImage, heatmap: np.ndarray, engine: Engine, settings: Settings, timings: dict, keep_photo: bool,
+    found: CloneResult | None = None,
 ) -> Analysis:
-    timings["total"] = round(sum(timings.values()), 2)
+    started = time.perf_counter()
+    heatmap, score, clones = served_prediction(decoded.rgb, heatmap, settings.clones, found)
+    if clones is not None and found is None:
+        timings["clones"] = _ms(started)
+    beside = ("clones",) if found is not None else ()  # the search ran beside the model: inside "inference"
+    timings["total"] = _total(timings, beside)
     return Analysis(
         heatmap=heatmap,
-        score=image_score(heatmap),
+        score=score,
         tampered_fraction=tampered_fraction(heatmap, engine.threshold, engine.relative_cut),
         threshold=engine.threshold,
         relative_cut=engine.relative_cut,
@@ -147,7 +184,14 @@ def _finish(
         model=engine.manifest.model_info(),
         timings_ms=timings,
         rgb=decoded.rgb if keep_photo else None,
+        clones=None if clones is None else clones.as_json(),
+        beside=beside,
     )
+
+
+def _total(timings: dict, beside: tuple[str, ...]) -> float:
+    """The stages' times in turn, without "total" itself and the stages that ran beside another."""
+    return round(sum(value for name, value in timings.items() if name != "total" and name not in beside), 2)
 
 
 def _ms(started: float) -> float:

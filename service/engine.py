@@ -30,10 +30,10 @@ import math
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pathlib import Path
 
@@ -47,8 +47,9 @@ from spancore.contract import CUES_NAME, INPUT_NAME, OUTPUT_NAME
 from spancore.cues import BLOCK, CUES_VERSION, compute_cues
 from spancore.weights import WeightsManifest, load_manifest
 
-log = logging.getLogger("span.engine")
+T = TypeVar("T")
 
+log = logging.getLogger("span.engine")
 
 
 class EngineError(RuntimeError):
@@ -208,30 +209,43 @@ class Engine:
         wait=True: wait for a free place instead (used for the items of one batch request).
         timings, when given, receives "queue_wait" and "inference" in milliseconds.
         """
-        await self._admit(wait)
-        try:
-            plan = await asyncio.to_thread(self.plan, rgb)
-            if timings is not None and self.takes_cues:
-                timings["cues"] = plan.cue_ms
-            loop = asyncio.get_running_loop()
-            work = _Work(plan.inputs, loop, loop.create_future(), timings=timings)
-            self._queue.put(work)
-            telemetry.QUEUE_DEPTH.set(self._admitted)
+        async with self.admitted(wait=wait):
+            return await self._infer(rgb, timings)
+
+    async def submit_beside(self, rgb: np.ndarray, beside: Callable[[], T], *, wait: bool = False,
+                            timings: dict | None = None) -> tuple[np.ndarray, T]:
+        """submit, with `beside` (CPU work on the same photo: the clone search) run in a worker
+        thread while the model works, under the same place in the queue: a refused photo starts
+        neither, so an overload costs no search. Returns (heatmap, what `beside` returned)."""
+        async with self.admitted(wait=wait):
+            side = asyncio.ensure_future(asyncio.to_thread(beside))
             try:
-                outputs = await asyncio.wait_for(asyncio.shield(work.future), self.settings.request_timeout_s)
-            except TimeoutError:
-                work.abandoned.set()
-                raise InferenceTimeout(
-                    f"no heatmap within {self.settings.request_timeout_s:.0f} s (queue + inference)"
-                ) from None
-            except asyncio.CancelledError:
-                work.abandoned.set()  # the client went away: skip the work if it has not started
+                heatmap = await self._infer(rgb, timings)
+            except BaseException:
+                # A worker thread cannot be stopped: it finishes on its own, its result (or error) dropped.
+                side.add_done_callback(lambda done: done.cancelled() or done.exception())
                 raise
-            return await asyncio.to_thread(self.assemble, plan, outputs)
-        finally:
-            with self._admitted_lock:
-                self._admitted -= 1
-            telemetry.QUEUE_DEPTH.set(self._admitted)
+            return heatmap, await side
+
+    async def _infer(self, rgb: np.ndarray, timings: dict | None) -> np.ndarray:
+        plan = await asyncio.to_thread(self.plan, rgb)
+        if timings is not None and self.takes_cues:
+            timings["cues"] = plan.cue_ms
+        loop = asyncio.get_running_loop()
+        work = _Work(plan.inputs, loop, loop.create_future(), timings=timings)
+        self._queue.put(work)
+        telemetry.QUEUE_DEPTH.set(self._admitted)
+        try:
+            outputs = await asyncio.wait_for(asyncio.shield(work.future), self.settings.request_timeout_s)
+        except TimeoutError:
+            work.abandoned.set()
+            raise InferenceTimeout(
+                f"no heatmap within {self.settings.request_timeout_s:.0f} s (queue + inference)"
+            ) from None
+        except asyncio.CancelledError:
+            work.abandoned.set()  # the client went away: skip the work if it has not started
+            raise
+        return await asyncio.to_thread(self.assemble, plan, outputs)
 
     @asynccontextmanager
     async def admitted(self, *, wait: bool = False) -> AsyncIterator[None]:

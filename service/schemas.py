@@ -42,9 +42,22 @@ class ImageMetadataOut(BaseModel):
     captured: str | None = Field(description="EXIF DateTimeOriginal as written by the camera")
 
 
+class CloneOut(BaseModel):
+    shift: list[int] = Field(description="[dx, dy] in pixels: the pixels at (x + dx, y + dy) repeat those at (x, y)")
+    area_fraction: float = Field(description="Share of the photo one copy covers (both copies are marked)")
+    correlation: float = Field(description="Median local correlation of the two copies' noise residuals (1: exact)")
+
+
+class ClonesOut(BaseModel):
+    found: bool = Field(description="A part of the photo was copied onto the photo itself by a plain shift")
+    version: str
+    scale: int = Field(description="The photo was binned by this factor for the search (1: native resolution)")
+    clones: list[CloneOut]
+
+
 class LocalizeResult(BaseModel):
-    score: float = Field(ge=0, le=1, description="Image-level score: mean of the top 1% of the map's probabilities; "
-                         "compare it with image_threshold")
+    score: float = Field(ge=0, le=1, description="Image-level score: mean of the top 1% of the map's probabilities, "
+                         "combined (noisy-OR) with the confidence of a clone found; compare it with image_threshold")
     tampered_fraction: float = Field(ge=0, le=1, description="Fraction of pixels marked: probability >= threshold "
                                      "and >= relative_cut x the map's peak")
     threshold: float
@@ -53,11 +66,15 @@ class LocalizeResult(BaseModel):
                                           "is worth a closer look")
     width: int
     height: int
+    clones: ClonesOut | None = Field(None, description="Copies of a part of the photo onto itself (spancore.clones), "
+                                     "marked in the map at their confidence; null where SPAN_CLONES is off")
     heatmap_png_base64: str | None = Field(
         None, description="8-bit grayscale PNG, width x height, white = probability 1"
     )
     model: ModelSummary
-    timings_ms: dict[str, float] = Field(description="decode, queue_wait, inference, encode, total")
+    timings_ms: dict[str, float] = Field(description="decode, queue_wait, inference, clones, encode, total; over "
+                                         "HTTP the clone search runs beside the model, so its time is inside "
+                                         "inference and not added to total")
     metadata: ImageMetadataOut
 
     model_config = {
@@ -70,9 +87,12 @@ class LocalizeResult(BaseModel):
                 "image_threshold": 0.45,
                 "width": 1024,
                 "height": 768,
+                "clones": {"found": True, "version": "residual-shift-v1", "scale": 1,
+                           "clones": [{"shift": [211, -10], "area_fraction": 0.0127, "correlation": 1.0}]},
                 "heatmap_png_base64": "iVBORw0KGgoAAAANSUhEUgAABAAAAAMACAAAAAB...",
                 "model": {"name": "span", "version": "0.1.0", "sha256": "9f2c...", "trained": False},
-                "timings_ms": {"decode": 3.1, "queue_wait": 0.4, "inference": 812.0, "encode": 4.2, "total": 819.7},
+                "timings_ms": {"decode": 3.1, "queue_wait": 0.4, "inference": 412.0, "clones": 380.0, "encode": 4.2,
+                               "total": 799.7},
                 "metadata": {
                     "format": "JPEG", "width": 1024, "height": 768, "original_width": 768,
                     "original_height": 1024, "mode": "RGB", "orientation": 6, "orientation_applied": True,
@@ -140,6 +160,8 @@ class ModelDescription(BaseModel):
                                 "untrained, or when its makers attached a caveat (e.g. a weak training budget)")
     training: dict[str, Any] = Field(default_factory=dict, description="How the weights were trained")
     precision: str = Field(description="'fp32' (span.onnx) or 'int8' (span.int8.onnx), see SPAN_PRECISION")
+    clones: dict[str, Any] = Field(default_factory=dict, description="The clone search folded into every answer "
+                                   "(spancore.clones): enabled (SPAN_CLONES) and its version")
     int8_gate: str = Field(description="Whether the int8 variant passed its accuracy gate, from the manifest's scores")
 
 

@@ -3,13 +3,23 @@ constant map and error-level analysis (ELA). Recipes in docs/evaluation.md."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
 from spancore.cues import error_level
 
 Heatmap = np.ndarray  # float32 [H, W] in 0..1
-Predict = Callable[[np.ndarray], Heatmap]  # RGB uint8 [H, W, 3] -> heatmap
+
+
+class Scored(NamedTuple):
+    """A method's map with its own image score (the served model's: spancore.clones.fold_in),
+    where the score is not the map's top-1 % mean."""
+    heatmap: Heatmap
+    score: float
+
+
+Predict = Callable[[np.ndarray], "Heatmap | Scored"]  # RGB uint8 [H, W, 3] -> heatmap (or heatmap and score)
 
 # Error-level analysis recipe (docs/evaluation.md). Quality 90 is the customary ELA setting.
 ELA_QUALITY = 90

@@ -1,7 +1,8 @@
 """`span evaluate BENCHMARK`: score exactly what ships on a benchmark CSV, beside trivial baselines.
 
 The model is called through the same functions as the service (decode, engine.predict,
-image_score), so the numbers are the numbers a user gets. Every metric is computed on
+service.analysis.served_prediction: the image score, and the clones folded in where
+SPAN_CLONES is on), so the numbers are the numbers a user gets. Every metric is computed on
 the same rows for three methods: the shipped model, a constant map and error-level
 analysis (ELA), so each number has its floor next to it. Conventions are in
 docs/evaluation.md; the short version:
@@ -23,7 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from service.evaluation.baselines import CONSTANT_LEVEL, ELA_BOX_RADIUS, ELA_QUALITY, Heatmap, Predict, constant_map, ela_map
+from service.evaluation.baselines import (
+    CONSTANT_LEVEL, ELA_BOX_RADIUS, ELA_QUALITY, Heatmap, Predict, Scored, constant_map, ela_map,
+)
 from service.evaluation.benchmark import (
     BenchmarkRow, EvaluationError, RowError, mask_problem, read_benchmark, read_mask,
 )
@@ -68,14 +71,16 @@ def evaluate_rows(
             heatmaps = {}
             for name, predict in methods.items():
                 started = time.perf_counter()
-                heatmap = np.asarray(predict(rgb), dtype=np.float32)
+                predicted = predict(rgb)
                 result.seconds[name] = time.perf_counter() - started
+                own_score = predicted.score if isinstance(predicted, Scored) else None
+                heatmap = np.asarray(predicted.heatmap if isinstance(predicted, Scored) else predicted, dtype=np.float32)
                 if heatmap.shape != (height, width):
                     raise RowError(f"{name} returned a {heatmap.shape} map for a {(height, width)} image")
                 if not np.isfinite(heatmap).all():
                     raise RowError(f"{name} returned a map with NaN or infinite values")
                 heatmaps[name] = heatmap
-                result.scores[name] = float(image_score(heatmap))
+                result.scores[name] = float(image_score(heatmap) if own_score is None else own_score)
                 if problem is None:
                     result.pixel[name] = pixel_metrics(heatmap, truth, threshold, relative_cut)
         except Exception as error:  # noqa: BLE001 - a failure on one row skips that row, with its reason
@@ -130,6 +135,12 @@ def run(
 
     extra_methods = layer_methods(layers)
     started = time.perf_counter()
+
+    def served(rgb: np.ndarray) -> Scored:
+        from service.analysis import served_prediction
+        heatmap, score, _ = served_prediction(rgb, engine.predict(rgb), settings.clones)
+        return Scored(heatmap, score)
+
     try:
         engine = Engine.from_settings(settings)
     except (ManifestError, EngineError) as error:
@@ -145,7 +156,7 @@ def run(
     try:
         results, skipped, warnings = evaluate_rows(
             selected, load_image=load_image, image_score=image_score, threshold=threshold, relative_cut=relative_cut,
-            methods={"span": engine.predict, "constant": constant_map, "ela": ela_map, **extra_methods},
+            methods={"span": served, "constant": constant_map, "ela": ela_map, **extra_methods},
             grid=grid, strict=strict, progress=progress,
         )
     finally:
@@ -191,4 +202,6 @@ def report_scores_key(report: Mapping[str, Any], key: str) -> str:
 
 def _model_description(engine: Any, settings: Any) -> dict[str, Any]:
     """The model as the service describes it (manifest, sha256, trained flag), plus where it ran."""
-    return {**engine.manifest.describe(), "model_dir": str(settings.model_dir), "provider": engine.provider}
+    from spancore.clones import CLONES_VERSION
+    return {**engine.manifest.describe(), "model_dir": str(settings.model_dir), "provider": engine.provider,
+            "clones": {"enabled": settings.clones, "version": CLONES_VERSION}}

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from service.admission import Unavailable
 from service.routes.deps import ServiceDep
 from service.schemas import ERRORS, ModelDescription
+from spancore.clones import CLONES_VERSION
 
 router = APIRouter()
 
@@ -25,4 +26,5 @@ async def model(service: ServiceDep) -> dict:
         "threshold": engine.threshold,
         "relative_cut": engine.relative_cut,
         "image_threshold": engine.image_threshold,
+        "clones": {"enabled": settings.clones, "version": CLONES_VERSION},
     }

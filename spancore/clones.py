@@ -1,0 +1,304 @@
+"""Clones: parts of a photo copied onto the photo itself by a plain translation.
+
+A copy-move moves pixels within one photo, so the copy carries the same camera and
+compression history as its host and the fixed cues (spancore.cues) cannot tell it apart; the
+model's map scores a copy-moved photo and its original alike (weights/README.md). What the
+copy does carry is its source's sensor noise, pixel for pixel. So:
+
+1. The high-pass residual of the luma (luma minus its Gaussian blur, sigma 1; clipped to a
+   robust range so that edges do not dominate) is correlated with itself at every shift at
+   once (one FFT). A copy moved by a shift ``s`` adds a peak there; each shift's sum is
+   normalised by its overlap, and the strongest ``CANDIDATES`` shifts at least ``MIN_SHIFT``
+   px long are kept.
+2. For each candidate, the zero-mean local correlation (ZNCC over ``WINDOW`` x ``WINDOW``
+   windows) between the residual at p and at p + s says *where* the shift holds. A copy
+   repeats its source's noise exactly (lossless) or nearly (re-saved as JPEG), so the
+   correlation there is near 1; repeated structure (windows of a facade, a fence) and the
+   periodic traces of resampling or JPEG blocks correlate far less (Fridrich et al. 2003
+   looked for exact block matches; the residual is what makes this one tolerant of
+   re-compression and blind to mere look-alikes).
+3. A candidate is a clone when at least ``MIN_AREA`` textured pixels (``MIN_AREA_FRACTION``
+   of the photo for large ones) correlate at ``MIN_CORRELATION`` or more, in a compact region.
+   Both copies are marked: the residual cannot say which one is the original.
+
+It finds translated copies only: a copy that was scaled, rotated or flipped has no single
+shift (the keypoint pass of the copy-move layer, service/layers/copy_move.py, looks for
+those). Photos above ``MAX_PIXELS`` are binned by an integer factor first, which weakens the
+noise a copy carries (a shift that is not a multiple of the factor lands between bins).
+
+numpy only: the service's default path runs it on every photo.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["CLONES_VERSION", "Clone", "CloneResult", "find_clones", "fold_in"]
+
+CLONES_VERSION = "residual-shift-v1"
+MAX_PIXELS = 2 * 1024 * 1024  # larger photos are binned to at most this many pixels first
+RESIDUAL_SIGMA = 1.0
+CLIP_SIGMAS = 3.0  # residuals clipped at this many robust sigmas
+CANDIDATES = 6  # shifts examined per photo from the plain self-correlation, strongest first
+WHITENED_CANDIDATES = 6  # and from the whitened one (candidate_shifts)
+WHITEN_BINS = 4
+WHITEN_CLIP = 4.0
+MIN_SHIFT = 16  # px: shorter shifts are one region overlapping itself
+MIN_OVERLAP = 64 * 64  # px: shifts whose overlap is smaller are not examined
+WINDOW = 15  # px: side of the local correlation's window
+ENERGY_FLOOR = 0.25  # a window needs this fraction of the photo's mean residual energy on both sides
+MIN_CORRELATION = 0.85  # a pixel's window is marked at this local correlation
+MIN_CLONE_CORRELATION = 0.95  # a clone is reported when its marked pixels' median reaches this (bench.clones)
+APERTURE_OFFSETS = ((0, 3), (3, 0), (2, 2), (2, -2))  # px: the shift moved along four directions (_copy_region)
+APERTURE_MARGIN = 0.3
+COMPACT = 0.5  # a marked pixel needs this fraction of its window marked too (drops scattered pixels)
+BLOCK = 8  # px: the first look's blocks (_any_block_repeats)
+BLOCK_SCREEN = 0.9
+MIN_AREA = 400  # px (at working scale)
+MIN_AREA_FRACTION = 0.0005
+
+
+@dataclass(frozen=True)
+class Clone:
+    """One translated copy: the pixels at p + shift repeat the pixels at p."""
+    shift: tuple[int, int]  # (dy, dx) in photo pixels
+    area_fraction: float  # of the photo, one copy (the marked region is both)
+    correlation: float  # median local residual correlation inside the copy
+
+    def as_json(self) -> dict:
+        return {"shift": [self.shift[1], self.shift[0]], "area_fraction": round(self.area_fraction, 5),
+                "correlation": round(self.correlation, 4)}
+
+
+@dataclass
+class CloneResult:
+    clones: list[Clone] = field(default_factory=list)
+    mask: np.ndarray | None = None  # bool [H, W] at photo size: both copies of every clone
+    scale: int = 1  # the binning factor the search ran at
+
+    @property
+    def found(self) -> bool:
+        return bool(self.clones)
+
+    @property
+    def confidence(self) -> float:
+        """0 when nothing is found, else the strongest clone's correlation (in MIN_CORRELATION..1)."""
+        return max((clone.correlation for clone in self.clones), default=0.0)
+
+    def as_json(self) -> dict:
+        return {"found": self.found, "version": CLONES_VERSION, "scale": self.scale,
+                "clones": [clone.as_json() for clone in self.clones]}
+
+
+def find_clones(rgb: np.ndarray) -> CloneResult:
+    """Translated copies in a uint8 RGB photo [H, W, 3] (module docstring)."""
+    height, width = rgb.shape[:2]
+    luma = _luma(rgb)
+    scale = max(1, math.ceil(math.sqrt(height * width / MAX_PIXELS)))
+    if scale > 1:
+        h, w = height // scale * scale, width // scale * scale
+        luma = luma[:h, :w].reshape(h // scale, scale, w // scale, scale).mean((1, 3))
+    residual = _residual(luma)
+    energy = float(np.mean(residual * residual))
+    result = CloneResult(mask=np.zeros((height, width), bool), scale=scale)
+    if energy <= 1e-12 or min(residual.shape) < 2 * WINDOW:
+        return result
+    small_mask = np.zeros(residual.shape, bool)
+    local_energy = _box(residual * residual)
+    min_area = max(MIN_AREA, MIN_AREA_FRACTION * residual.size)
+    for shift in candidate_shifts(residual):
+        copy, correlation = _copy_region(residual, local_energy, shift, ENERGY_FLOOR * energy * WINDOW * WINDOW, min_area)
+        area = int(copy.sum())
+        if area < min_area or correlation < MIN_CLONE_CORRELATION:
+            continue
+        result.clones.append(Clone(shift=(shift[0] * scale, shift[1] * scale), area_fraction=area / residual.size,
+                                   correlation=correlation))
+        # A marked pixel says its whole window repeats: mark the windows, not just their centres.
+        copy = _box(copy.astype(np.float64)) > 0.5
+        small_mask |= copy | _moved(copy, shift)
+    if result.clones:
+        result.clones.sort(key=lambda clone: -clone.correlation)
+        mask = np.repeat(np.repeat(small_mask, scale, 0), scale, 1) if scale > 1 else small_mask
+        result.mask[:mask.shape[0], :mask.shape[1]] = mask
+    return result
+
+
+def candidate_shifts(residual: np.ndarray) -> list[tuple[int, int]]:
+    """Shifts (dy, dx) with the strongest overlap-normalised self-correlation of the residual,
+    each at least MIN_SHIFT long, one of each +-pair, no two within 2 px of each other: the
+    CANDIDATES strongest of the plain correlation and WHITENED_CANDIDATES of the whitened one.
+
+    Periodic traces (a resampling's period, the JPEG grid) are narrow peaks of the power
+    spectrum that put every multiple of their period near the top of the plain list, above a
+    small copy; a copy's share of the power is spread over all frequencies. Dividing the power
+    by its local mean over neighbouring frequencies, clipped, flattens the peaks and keeps the
+    copy. Each list finds copies the other misses, so both are examined."""
+    h, w = residual.shape
+    spectrum = np.fft.rfft2(residual.astype(np.float32), (2 * h, 2 * w))  # zero padding: linear correlation
+    power = spectrum.real ** 2 + spectrum.imag ** 2
+    whitened = np.minimum(power / (_spectral_mean(power) + 1e-12), WHITEN_CLIP)
+    dy, dx, norm, excluded = _shift_grid(h, w)
+    chosen: list[tuple[int, int]] = []
+    for spectrum_power, count in ((power, CANDIDATES), (whitened, WHITENED_CANDIDATES)):
+        z = np.fft.irfft2(spectrum_power, (2 * h, 2 * w)) * norm
+        z[excluded] = -np.inf
+        flat = z.ravel()
+        top = np.argpartition(flat, -400)[-400:]
+        added = 0
+        for index in top[np.argsort(flat[top])[::-1]]:
+            if not np.isfinite(flat[index]) or added == count:
+                break
+            row, col = divmod(int(index), 2 * w)
+            shift = (int(dy[row, 0]), int(dx[0, col]))
+            if all(abs(shift[0] - y) > 2 or abs(shift[1] - x) > 2 for y, x in chosen):
+                chosen.append(shift)
+                added += 1
+    return chosen
+
+
+@functools.lru_cache(maxsize=4)
+def _shift_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For the (2h, 2w) correlation of an h x w residual: each cell's shift (dy column, dx row),
+    1 / sqrt(its overlap in pixels), and whether it is excluded (too short, too little overlap,
+    or the negative of another). The same for every photo of a size: cached."""
+    dy = np.fft.fftfreq(2 * h, 1 / (2 * h)).round().astype(np.int64)[:, None]
+    dx = np.fft.fftfreq(2 * w, 1 / (2 * w)).round().astype(np.int64)[None, :]
+    overlap = (h - np.abs(dy)).clip(0) * (w - np.abs(dx)).clip(0)
+    excluded = (overlap < MIN_OVERLAP) | (dy * dy + dx * dx < MIN_SHIFT * MIN_SHIFT) | (dy < 0) | ((dy == 0) & (dx < 0))
+    norm = (1.0 / np.sqrt(np.maximum(overlap, 1))).astype(np.float32)
+    for array in (dy, dx, norm, excluded):
+        array.flags.writeable = False
+    return dy, dx, norm, excluded
+
+
+def _spectral_mean(power: np.ndarray) -> np.ndarray:
+    """Mean of the power over (2 WHITEN_BINS + 1)^2 neighbouring frequencies (rows wrap: the
+    full FFT axis; columns are rfft's half axis, reflected at its ends)."""
+    k = WHITEN_BINS
+    padded = np.pad(np.pad(power, ((k, k), (0, 0)), mode="wrap"), ((0, 0), (k, k)), mode="reflect")
+    sums = np.pad(padded, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+    n = 2 * k + 1
+    h, w = power.shape
+    return (sums[n:n + h, n:n + w] - sums[:h, n:n + w] - sums[n:n + h, :w] + sums[:h, :w]) / (n * n)
+
+
+def _copy_region(residual: np.ndarray, local_energy: np.ndarray, shift: tuple[int, int],
+                 floor: float, min_area: float) -> tuple[np.ndarray, float]:
+    """(bool map of the pixels p whose window correlates with the window at p + shift, and
+    their median correlation). A pixel counts only if its correlation at the shift beats its
+    correlation at the shift moved by APERTURE_OFFSETS by APERTURE_MARGIN: a straight edge or
+    a line pattern matches itself all along its length, a copy's noise only at one shift."""
+    h, w = residual.shape
+    if not _any_block_repeats(residual, shift, floor):
+        return np.zeros((h, w), bool), 0.0
+    local = _local_correlation(residual, local_energy, shift, (0, h, 0, w), floor)
+    marked = local >= MIN_CORRELATION
+    # A clone needs min_area marked pixels whose median reaches MIN_CLONE_CORRELATION, so at
+    # least half that many at it already: most candidates stop here, before the costlier checks.
+    if np.count_nonzero(local >= MIN_CLONE_CORRELATION) < min_area / 2:
+        return np.zeros_like(marked), 0.0
+    ys, xs = np.nonzero(marked)
+    crop = (max(0, ys.min() - WINDOW), min(h, ys.max() + WINDOW + 1), max(0, xs.min() - WINDOW), min(w, xs.max() + WINDOW + 1))
+    inside = local[crop[0]:crop[1], crop[2]:crop[3]]
+    side = np.max([_local_correlation(residual, local_energy, (shift[0] + oy, shift[1] + ox), crop, floor)
+                   for oy, ox in APERTURE_OFFSETS], axis=0)
+    marked[crop[0]:crop[1], crop[2]:crop[3]] &= inside - side >= APERTURE_MARGIN
+    marked &= _box(marked.astype(np.float64)) >= COMPACT * WINDOW * WINDOW
+    return marked, float(np.median(local[marked])) if marked.any() else 0.0
+
+
+def _any_block_repeats(residual: np.ndarray, shift: tuple[int, int], floor: float) -> bool:
+    """A cheap first look: does any textured BLOCK x BLOCK block of the overlap correlate with
+    its shifted twin at BLOCK_SCREEN or more? A clone of MIN_AREA pixels holds whole blocks
+    that do; most candidates hold none and skip the per-pixel windows."""
+    h, w = residual.shape
+    dy, dx = shift
+    y0, y1, x0, x1 = max(0, -dy), min(h, h - dy), max(0, -dx), min(w, w - dx)
+    rows, cols = (y1 - y0) // BLOCK, (x1 - x0) // BLOCK
+    if rows < 1 or cols < 1:
+        return False
+    a = residual[y0:y0 + rows * BLOCK, x0:x0 + cols * BLOCK]
+    b = residual[y0 + dy:y0 + dy + rows * BLOCK, x0 + dx:x0 + dx + cols * BLOCK]
+
+    def sums(values: np.ndarray) -> np.ndarray:
+        return values.reshape(rows, BLOCK, cols, BLOCK).sum(axis=(1, 3))
+
+    ab, aa, bb = sums(a * b), sums(a * a), sums(b * b)
+    block_floor = floor * BLOCK * BLOCK / (WINDOW * WINDOW)
+    textured = (aa > block_floor) & (bb > block_floor)
+    return bool(np.any(textured & (ab >= BLOCK_SCREEN * np.sqrt(aa * bb))))
+
+
+def _local_correlation(residual: np.ndarray, local_energy: np.ndarray, shift: tuple[int, int],
+                       crop: tuple[int, int, int, int], floor: float) -> np.ndarray:
+    """ZNCC of the WINDOW x WINDOW residual windows at p and at p + shift, for p in the crop
+    (y0, y1, x0, x1); 0 where p + shift leaves the photo or either window is flatter than
+    `floor` (summed energy)."""
+    h, w = residual.shape
+    dy, dx = shift
+    top, bottom, left, right = crop
+    out = np.zeros((bottom - top, right - left))
+    y0, y1, x0, x1 = max(top, -dy), min(bottom, h - dy), max(left, -dx), min(right, w - dx)
+    if y1 <= y0 or x1 <= x0:
+        return out
+    ab = _box(residual[y0:y1, x0:x1] * residual[y0 + dy:y1 + dy, x0 + dx:x1 + dx])
+    aa = local_energy[y0:y1, x0:x1]
+    bb = local_energy[y0 + dy:y1 + dy, x0 + dx:x1 + dx]
+    textured = (aa > floor) & (bb > floor)
+    out[y0 - top:y1 - top, x0 - left:x1 - left] = np.where(textured, ab / np.sqrt(np.maximum(aa * bb, 1e-12)), 0.0)
+    return out
+
+
+def _moved(mask: np.ndarray, shift: tuple[int, int]) -> np.ndarray:
+    """mask moved by shift: out[p + shift] = mask[p]."""
+    h, w = mask.shape
+    dy, dx = shift
+    out = np.zeros_like(mask)
+    out[max(0, dy):min(h, h + dy), max(0, dx):min(w, w + dx)] = mask[max(0, -dy):min(h, h - dy), max(0, -dx):min(w, w - dx)]
+    return out
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    rgb = np.asarray(rgb, dtype=np.float64)
+    return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
+
+
+def _residual(luma: np.ndarray) -> np.ndarray:
+    """Luma minus its Gaussian blur, clipped to CLIP_SIGMAS robust sigmas (MAD)."""
+    radius = int(math.ceil(3 * RESIDUAL_SIGMA))
+    taps = np.exp(-np.arange(-radius, radius + 1) ** 2 / (2 * RESIDUAL_SIGMA ** 2))
+    taps /= taps.sum()
+    padded = np.pad(luma, radius, mode="reflect")
+    h, w = luma.shape
+    rows = sum(t * padded[i:i + h, :] for i, t in enumerate(taps))
+    blurred = sum(t * rows[:, i:i + w] for i, t in enumerate(taps))
+    residual = luma - blurred
+    spread = CLIP_SIGMAS * 1.4826 * float(np.median(np.abs(residual - np.median(residual)))) + 1e-6
+    return np.clip(residual, -spread, spread)
+
+
+def _box(values: np.ndarray) -> np.ndarray:
+    """Sums over WINDOW x WINDOW windows centred on each pixel (zeros outside), same shape."""
+    h, w = values.shape
+    half = WINDOW // 2
+    padded = np.zeros((h + WINDOW, w + WINDOW))
+    padded[half + 1:half + 1 + h, half + 1:half + 1 + w] = values
+    sums = padded.cumsum(0).cumsum(1)
+    return sums[WINDOW:, WINDOW:] - sums[:h, WINDOW:] - sums[WINDOW:, :w] + sums[:h, :w]
+
+
+def fold_in(heatmap: np.ndarray, model_score: float, result: CloneResult) -> tuple[np.ndarray, float]:
+    """The map and image score a user gets once the clones are added to the model's.
+
+    The map is the model's, raised to the clone's confidence on both copies of every clone
+    found; the image score is the noisy-OR of the model's score and that confidence (either
+    piece of evidence alone can make a photo suspect; the score stays in 0..1 and still orders
+    photos by the model where no clone is found)."""
+    if not result.found or result.mask is None:
+        return heatmap, model_score
+    confidence = result.confidence
+    folded = np.where(result.mask, np.maximum(heatmap, np.asarray(confidence, heatmap.dtype)), heatmap)
+    return folded, 1.0 - (1.0 - model_score) * (1.0 - confidence)
