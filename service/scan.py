@@ -161,6 +161,7 @@ class Outputs:
             "threshold": finding.threshold,
             "relative_cut": finding.relative_cut,
             "image_threshold": finding.image_threshold,
+            "clones": finding.clones,
             "width": finding.width,
             "height": finding.height,
             "metadata": finding.metadata,

@@ -33,6 +33,7 @@ class Finding:
     relative_cut: float
     image_threshold: float
     metadata: dict[str, Any]
+    clones: dict[str, Any] | None  # the answer's clones (spancore.clones); None: not searched
     rgb: np.ndarray | None = None  # the decoded photo, when the backend already has it
 
 
@@ -104,6 +105,7 @@ class LocalBackend:
                 relative_cut=analysis.relative_cut,
                 image_threshold=analysis.image_threshold,
                 metadata=analysis.metadata.as_json(),
+                clones=analysis.clones,
                 rgb=analysis.rgb,
             )
 
@@ -215,4 +217,5 @@ def _finding_from_answer(answer: dict[str, Any]) -> Finding:
         relative_cut=float(answer.get("relative_cut", 0.0)),  # older servers: no cut
         image_threshold=float(answer.get("image_threshold", answer.get("threshold", 0.5))),
         metadata=answer.get("metadata") or {},
+        clones=answer.get("clones"),  # older servers: not searched
     )

@@ -119,6 +119,15 @@ function fillScore(card, score, threshold) {
     : `Below the ${threshold.toFixed(2)} image threshold.`;
 }
 
+// The clone search (spancore.clones): plain shifts of a region onto the photo itself.
+function describeClones(clones) {
+  if (!clones) return "not searched (SPAN_CLONES off)";
+  if (!clones.found) return "none found (the search looks for plain shifts only)";
+  return clones.clones.map((c) => `a region repeated ${c.shift[0]}, ${c.shift[1]} px away ` +
+    `(${(c.area_fraction * 100).toFixed(2)}% of the photo, noise correlation ${c.correlation.toFixed(2)}); ` +
+    "both copies are marked").join("; ");
+}
+
 function fillMetadata(card, answer, width, height) {
   const meta = answer.metadata || {};
   // Orientation 1 (or none) needs no rotation; anything else the server should have applied.
@@ -129,6 +138,7 @@ function fillMetadata(card, answer, width, height) {
     ? `${(answer.tampered_fraction * 100).toFixed(answer.tampered_fraction < 0.01 ? 2 : 1)}% of pixels` : "—";
   const rows = [
     ["Tampered fraction", fraction],
+    ["Copied within the photo", describeClones(answer.clones)],
     ["Dimensions", `${width} × ${height} px`],
     ["Format", meta.format],
     ["Camera", meta.camera],

@@ -154,6 +154,9 @@ def test_upload_shows_overlay_score_metadata_and_rejects_a_fake(page, live_serve
     sync_api.expect(metadata).to_contain_text(answer["metadata"]["camera"])
     sync_api.expect(metadata).to_contain_text(answer["metadata"]["captured"])
     sync_api.expect(metadata).to_contain_text("EXIF orientation 6 applied")
+    # the clone search's answer, in words
+    sync_api.expect(metadata).to_contain_text("Copied within the photo")
+    sync_api.expect(metadata).to_contain_text("a region repeated" if answer["clones"]["found"] else "none found")
     canvas = photo_card.locator("canvas")
     assert canvas.evaluate("c => [c.width, c.height]") == [width, height]
     assert canvas.bounding_box()["height"] > 300  # drawn, and big enough to look at

@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from spancore.clones import CLONES_VERSION
 from spancore.scoring import decision_mask, image_score
 from spancli.main import app
 from service.decode import decode_image
@@ -115,6 +116,9 @@ def test_first_scan_writes_a_heatmap_overlay_and_summary_row_per_photo(first_sca
         record = json.loads((out / f"{name}.result.json").read_text())
         assert record["model"]["sha256"] == _running_model_sha256()
         assert record["score"] == item["score"]
+        # the clone search ran (none here: else the score would be more than the map's own)
+        assert record["clones"] == {"found": False, "version": CLONES_VERSION, "scale": record["clones"]["scale"],
+                                    "clones": []}
 
     # Two photos named Canon_40D.jpg in different folders: two different heatmaps.
     a = np.asarray(Image.open(out / "Canon_40D.jpg.heatmap.png"))
