@@ -1,7 +1,7 @@
 """How well does spancore.clones find copy-moves, and how often does it fire on untouched photos?
 Measured on synthetic pairs and the shared unedited photos, never on the dev set.
 
-    python -m bench.clones --pairs 160 --seed 1 [--cache DIR] [--json out.json]
+    python -m bench.clones --pairs 160 --seed 1 [--model] [--cache DIR] [--json out.json]
     python -m bench.clones --untouched [--json out.json]
 
 Pairs: one copy-move forgery and the same frame before the edit, both saved alike (PNG, or one
@@ -14,7 +14,9 @@ are). Edits, half each:
 - transformed: models.synthesis.copy_move (scaled, possibly rotated or flipped), which a
   translation search cannot find: it is here to say so.
 Prints the detection rate per edit, format and frame, the rate on the originals, the image
-AUC of find_clones' confidence over forged and original photos, and the pixel F1 of its mask.
+AUC of find_clones' confidence over forged and original photos, and the pixel F1 of its mask;
+with `--model`, the image AUC of the served model's score alone and of the answer's score
+(the clones folded in, spancore.clones.fold_in).
 
 `--untouched`: find_clones over every photo of photos/cameras (at native size: binned where
 above MAX_PIXELS), urban100, sun-hays80 and bsds500/val (340 files, none edited); each find is
@@ -34,8 +36,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from spancore.clones import find_clones
-from spancore.scoring import roc_auc
+from spancore.clones import find_clones, fold_in
+from spancore.scoring import image_score, roc_auc
 
 UNTOUCHED = ("cameras", "urban100", "sun-hays80", "bsds500/val")
 FRAMES = ("bsds", "camera-native", "camera-resized")
@@ -116,7 +118,14 @@ def make_pairs(count: int, seed: int, cache: Path | None = None):
         yield meta, forgery, original, truth
 
 
-def measure_pairs(count: int, seed: int, cache: Path | None, progress=print) -> list[dict]:
+def measure_pairs(count: int, seed: int, cache: Path | None, with_model: bool = False, progress=print) -> list[dict]:
+    """find_clones on both photos of each pair; with_model: also the served model's image score,
+    alone and with the clones folded in (the answer's score)."""
+    engine = None
+    if with_model:
+        from service.engine import Engine
+        from service.settings import Settings
+        engine = Engine.from_settings(Settings())
     rows = []
     started = time.perf_counter()
     for meta, forgery, original, truth in make_pairs(count, seed, cache):
@@ -125,6 +134,10 @@ def measure_pairs(count: int, seed: int, cache: Path | None, progress=print) -> 
             result = find_clones(rgb)
             row = {**meta, "label": label, "ms": (time.perf_counter() - began) * 1000, "found": result.found,
                    "confidence": result.confidence, "clones": [clone.as_json() for clone in result.clones]}
+            if engine is not None:
+                heatmap = engine.predict(rgb)
+                row["model"] = image_score(heatmap)
+                row["served"] = fold_in(heatmap, row["model"], result)[1]
             if label:
                 marked = result.mask
                 hits = float(np.count_nonzero(marked & truth))
@@ -132,6 +145,8 @@ def measure_pairs(count: int, seed: int, cache: Path | None, progress=print) -> 
             rows.append(row)
         if (meta["pair"] + 1) % 20 == 0:
             progress(f"{meta['pair'] + 1}/{count} pairs, {time.perf_counter() - started:.0f} s")
+    if engine is not None:
+        engine.close()
     return rows
 
 
@@ -147,8 +162,16 @@ def summarise_pairs(rows: list[dict]) -> dict:
     labels = np.array([row["label"] for row in rows], bool)
     confidence = np.array([row["confidence"] for row in rows])
     translation = np.array([row["edit"] == "translation" for row in rows])
+    scored = {}
+    if "model" in rows[0]:
+        for name in ("model", "served"):
+            values = np.array([row[name] for row in rows])
+            scored[f"{name}_image_auc_all"] = roc_auc(values, labels)
+            scored[f"{name}_image_auc_translation"] = roc_auc(values[translation], labels[translation])
+            scored[f"{name}_image_auc_transformed"] = roc_auc(values[~translation], labels[~translation])
     return {
         "table": table,
+        **scored,
         "image_auc_all": roc_auc(confidence, labels),
         "image_auc_translation": roc_auc(confidence[translation], labels[translation]),
         "pixel_f1_translation": float(np.mean([r["f1"] for r in rows if r["label"] and r["edit"] == "translation"])),
@@ -181,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=160)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--cache", type=Path, help="keep the generated pairs here (.npz) and reuse them")
+    parser.add_argument("--model", action="store_true", help="also the served model's image score, alone and with "
+                        "the clones folded in (the weights in SPAN_MODEL_DIR)")
     parser.add_argument("--untouched", action="store_true", help="scan the shared unedited photos instead")
     parser.add_argument("--folders", nargs="+", default=list(UNTOUCHED), help="--untouched: these folders of photos/")
     parser.add_argument("--json", type=Path)
@@ -190,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         total = sum(folder["photos"] for folder in result.values())
         print(f"clones found in {sum(folder['found'] for folder in result.values())} of {total} untouched photos")
     else:
-        rows = measure_pairs(args.pairs, args.seed, args.cache)
+        rows = measure_pairs(args.pairs, args.seed, args.cache, args.model)
         result = {"rows": rows, "summary": summarise_pairs(rows)}
         for key, row in result["summary"]["table"].items():
             print(f"{key:42s} n {row['n']:3d}  found {row['found']:.2f}")

@@ -167,6 +167,8 @@ def score_summary(report: Mapping[str, Any]) -> dict[str, Any]:
         "large_image_policy": report["settings"]["engine"].get("large_image_policy"),
         # photos above it are resized before the network sees them: part of what the scores mean
         "max_working_pixels": report["settings"]["engine"].get("max_working_pixels"),
+        # the clone search folded into span's answers (spancore.clones): part of what its scores mean
+        "clones": report["model"].get("clones"),
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
         "results": {method: {**pick(block), "by_dataset": {name: pick(v) for name, v in block["by_dataset"].items()}}
                     for method, block in report["results"].items()},
