@@ -1,7 +1,8 @@
 """One image -> every forensic layer asked for: the answer of POST /v1/analyze.
 
 The upload is decoded once (same decoder, limits and pixel budget as /v1/localize); the model's
-heatmap (layer `span`) goes through the engine's queue and batcher while the other layers run
+heatmap (layer `span`, with the clone search folded in as on /v1/localize) goes through the
+engine's queue and batcher while the other layers run
 in a worker thread, so the event loop never computes. Each layer's section says whether it
 applies to this file; a layer that fails on a file answers "not applicable" with the reason,
 never an error for the whole request. Server conditions (queue full, shutting down, timeout)
@@ -21,8 +22,9 @@ import numpy as np
 
 from service import telemetry
 from service.admission import PixelBudget
-from service.analysis import decode_async
-from spancore.scoring import image_score, tampered_fraction
+from service.analysis import decode_async, served_prediction
+from spancore.clones import CloneResult, find_clones
+from spancore.scoring import tampered_fraction
 from service.decode import DecodedImage, declared_pixels
 from service.engine import Engine, EngineError, EngineStopped, InferenceTimeout, Overloaded
 from service.layers import MODEL_LAYER, LayerResult, Photo, run_layer
@@ -33,15 +35,19 @@ def photo_from(data: bytes, decoded: DecodedImage) -> Photo:
     return Photo(data=data, rgb=decoded.rgb, format=decoded.metadata.format, orientation=decoded.metadata.orientation)
 
 
-def model_layer(heatmap: np.ndarray, threshold: float, relative_cut: float, image_threshold: float,
-                milliseconds: float) -> LayerResult:
-    """The model's heatmap as a layer section: the same score and fraction as /v1/localize, at the
-    same decision (SPAN_THRESHOLD and SPAN_RELATIVE_CUT, else the model's operating point)."""
+def model_layer(rgb: np.ndarray, heatmap: np.ndarray, found: CloneResult | None, settings: Settings,
+                engine: Engine, milliseconds: float) -> LayerResult:
+    """The model's heatmap as a layer section: the same map, score, fraction and clones as
+    /v1/localize (service.analysis.served_prediction), at the same decision (SPAN_THRESHOLD and
+    SPAN_RELATIVE_CUT, else the model's operating point)."""
+    heatmap, score, found = served_prediction(rgb, heatmap, settings.clones, found)
+    threshold, relative_cut = engine.threshold, engine.relative_cut
     return LayerResult(
         name=MODEL_LAYER, applicable=True, heatmap=heatmap, milliseconds=milliseconds,
-        summary={"score": round(image_score(heatmap), 6),
+        summary={"score": round(score, 6),
                  "tampered_fraction": round(tampered_fraction(heatmap, threshold, relative_cut), 6),
-                 "threshold": threshold, "relative_cut": relative_cut, "image_threshold": image_threshold},
+                 "threshold": threshold, "relative_cut": relative_cut, "image_threshold": engine.image_threshold,
+                 "clones": None if found is None else found.as_json()},
     )
 
 
@@ -114,14 +120,18 @@ async def _analyze(data: bytes, names: tuple[str, ...], engine: Engine, settings
         if MODEL_LAYER not in names:
             return None
         model_started = time.perf_counter()
+        found = None
         try:
-            heatmap = await engine.submit(decoded.rgb)
+            if settings.clones:  # beside the model, under its place in the queue, as on /v1/localize
+                heatmap, found = await engine.submit_beside(decoded.rgb, lambda: find_clones(decoded.rgb))
+            else:
+                heatmap = await engine.submit(decoded.rgb)
         except (Overloaded, EngineStopped, InferenceTimeout):
             raise  # the server's condition, not this file's: the request's error, as on /v1/localize
         except EngineError as error:
             return LayerResult.not_applicable(MODEL_LAYER, f"the model failed on this image: {error}")
-        return await asyncio.to_thread(model_layer, heatmap, engine.threshold, engine.relative_cut,
-                                       engine.image_threshold, _ms(model_started))
+        return await asyncio.to_thread(model_layer, decoded.rgb, heatmap, found, settings, engine,
+                                       _ms(model_started))
 
     layers_started = time.perf_counter()
     results, span = await asyncio.gather(layers(), model())

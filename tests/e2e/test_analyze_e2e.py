@@ -88,6 +88,24 @@ def test_copy_move_layer_on_a_dev_copy_move_row(api):
     assert not untouched["found"] and untouched["copied_fraction"] == 0
 
 
+def test_the_span_layer_is_the_localize_answer_clones_included(api):
+    """A NoSo copy-move (a lossless plain shift): /v1/analyze's span section and /v1/localize give
+    the same score and the same clone; its untouched original has none."""
+    image, original = DEV / "images" / "noso__05_mod.png", DEV / "images" / "noso__05_orig.png"
+    if not image.is_file():
+        pytest.skip("no dev benchmark")
+    for path, found in ((image, True), (original, False)):
+        span = analyze(api, path.read_bytes(), "span").json()["layers"]["span"]["summary"]
+        localized = api.post("/v1/localize", params={"format": "json"}, files={"image": (path.name, path.read_bytes())})
+        assert localized.status_code == 200
+        answer = localized.json()
+        assert span["clones"] == answer["clones"] and answer["clones"]["found"] is found
+        assert span["score"] == pytest.approx(answer["score"], abs=1e-6)
+        if found:
+            assert answer["clones"]["clones"][0]["correlation"] > 0.99
+            assert answer["score"] >= answer["image_threshold"]
+
+
 def test_unknown_layers_and_bad_images_are_4xx_json(api):
     body = _error(analyze(api, b"\xff\xd8 not really", "ela,bogus"), 422, "unknown_layer")
     assert "bogus" in body["message"]
