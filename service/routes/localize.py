@@ -74,6 +74,8 @@ def render_answer(analysis: Analysis, want: str) -> Response:
         "X-Model-Version": analysis.model["version"],
         "X-Model-Trained": str(analysis.model["trained"]).lower(),
     }
+    if analysis.clones is not None:  # absent when SPAN_CLONES is off: not searched
+        headers["X-Clones-Found"] = str(analysis.clones["found"]).lower()
     if want == "json":
         return JSONResponse(analysis.as_json(), headers=headers)
     if want == "overlay":

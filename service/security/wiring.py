@@ -21,7 +21,8 @@ from service.settings import Settings
 # Headers a page on another origin may send and read (CORS), when origins are configured.
 _CORS_REQUEST_HEADERS = ["Authorization", "X-API-Key", "X-Request-ID", "Content-Type", "Accept"]
 _CORS_EXPOSED_HEADERS = ["X-Request-ID", "Retry-After", "X-Score", "X-Tampered-Fraction", "X-Threshold",
-                         "X-Model-Version", "X-Model-Trained"]
+                         "X-Relative-Cut", "X-Image-Threshold", "X-Clones-Found", "X-Model-Version",
+                         "X-Model-Trained"]
 
 
 def protect(app: FastAPI, settings: Settings) -> AccessGuard:

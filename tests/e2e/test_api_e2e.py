@@ -112,6 +112,7 @@ def test_heatmap_matches_the_displayed_size_for_every_exif_orientation(api, orie
     assert stored == ((450, 600) if orientation >= 5 else (600, 450))
     assert 0 <= float(response.headers["x-score"]) <= 1
     assert response.headers["x-model-trained"] in ("true", "false")
+    assert response.headers["x-clones-found"] == "false"  # searched (the default), nothing copied
 
 
 def test_json_answer_via_accept_header_and_raw_body(api):

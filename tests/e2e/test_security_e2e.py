@@ -171,6 +171,9 @@ def test_keys_from_a_file_metrics_behind_a_key_frame_ancestors_and_cors(tmp_path
             "Access-Control-Request-Headers": "authorization"})
         assert preflight.status_code == 200
         assert preflight.headers["access-control-allow-origin"] == "https://newsroom.example"
+        allowed = client.get("/health/live", headers={"Origin": "https://newsroom.example"})
+        exposed = {name.strip().lower() for name in allowed.headers["access-control-expose-headers"].split(",")}
+        assert {"x-score", "x-image-threshold", "x-relative-cut", "x-clones-found"} <= exposed  # the answer's headers
         other = client.get("/health/live", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in other.headers
         assert "scrape-Qe5-secret" not in server.log()
