@@ -8,18 +8,23 @@ copy does carry is its source's sensor noise, pixel for pixel. So:
 1. The high-pass residual of the luma (luma minus its Gaussian blur, sigma 1; clipped to a
    robust range so that edges do not dominate) is correlated with itself at every shift at
    once (one FFT). A copy moved by a shift ``s`` adds a peak there; each shift's sum is
-   normalised by its overlap, and the strongest ``CANDIDATES`` shifts at least ``MIN_SHIFT``
-   px long are kept.
+   normalised by its overlap, and the strongest shifts at least ``MIN_SHIFT`` px long are
+   kept, from the plain correlation and from a whitened one (candidate_shifts).
 2. For each candidate, the zero-mean local correlation (ZNCC over ``WINDOW`` x ``WINDOW``
    windows) between the residual at p and at p + s says *where* the shift holds. A copy
-   repeats its source's noise exactly (lossless) or nearly (re-saved as JPEG), so the
-   correlation there is near 1; repeated structure (windows of a facade, a fence) and the
-   periodic traces of resampling or JPEG blocks correlate far less (Fridrich et al. 2003
-   looked for exact block matches; the residual is what makes this one tolerant of
-   re-compression and blind to mere look-alikes).
-3. A candidate is a clone when at least ``MIN_AREA`` textured pixels (``MIN_AREA_FRACTION``
-   of the photo for large ones) correlate at ``MIN_CORRELATION`` or more, in a compact region.
+   repeats its source's noise exactly (lossless) or nearly (re-saved as a good JPEG), so the
+   correlation there is near 1. Fridrich et al. (2003) looked for exact block matches; the
+   residual is what makes this one tolerant of re-compression and blind to mere look-alikes.
+3. What else repeats is ruled out (_copy_region): a straight edge or a line pattern, which
+   matches itself all along its length (the shift moved a few px must correlate clearly
+   less), and a periodic texture (tiles, a facade's windows, a border pattern), which repeats
+   at -s and 2s as well as at s.
+4. A candidate is a clone when at least ``MIN_AREA`` pixels (``MIN_AREA_FRACTION`` of a large
+   photo) are left, in a compact region, with a median correlation of ``MIN_CLONE_CORRELATION``.
    Both copies are marked: the residual cannot say which one is the original.
+
+Every threshold was set on synthetic copy-move pairs and the shared untouched photos
+(bench/clones.py; the figures are in README, "Clones").
 
 It finds translated copies only: a copy that was scaled, rotated or flipped has no single
 shift (the keypoint pass of the copy-move layer, service/layers/copy_move.py, looks for
@@ -51,9 +56,10 @@ MIN_OVERLAP = 64 * 64  # px: shifts whose overlap is smaller are not examined
 WINDOW = 15  # px: side of the local correlation's window
 ENERGY_FLOOR = 0.25  # a window needs this fraction of the photo's mean residual energy on both sides
 MIN_CORRELATION = 0.85  # a pixel's window is marked at this local correlation
-MIN_CLONE_CORRELATION = 0.95  # a clone is reported when its marked pixels' median reaches this (bench.clones)
+MIN_CLONE_CORRELATION = 0.93  # a clone is reported when its marked pixels' median reaches this (bench.clones)
 APERTURE_OFFSETS = ((0, 3), (3, 0), (2, 2), (2, -2))  # px: the shift moved along four directions (_copy_region)
 APERTURE_MARGIN = 0.3
+PERIODIC_RATIO = 0.5  # a candidate whose region correlates this much at -shift or 2 x shift is a texture
 COMPACT = 0.5  # a marked pixel needs this fraction of its window marked too (drops scattered pixels)
 BLOCK = 8  # px: the first look's blocks (_any_block_repeats)
 BLOCK_SCREEN = 0.9
@@ -85,7 +91,7 @@ class CloneResult:
 
     @property
     def confidence(self) -> float:
-        """0 when nothing is found, else the strongest clone's correlation (in MIN_CORRELATION..1)."""
+        """0 when nothing is found, else the strongest clone's correlation (MIN_CLONE_CORRELATION..1)."""
         return max((clone.correlation for clone in self.clones), default=0.0)
 
     def as_json(self) -> dict:
@@ -143,7 +149,8 @@ def candidate_shifts(residual: np.ndarray) -> list[tuple[int, int]]:
     dy, dx, norm, excluded = _shift_grid(h, w)
     chosen: list[tuple[int, int]] = []
     for spectrum_power, count in ((power, CANDIDATES), (whitened, WHITENED_CANDIDATES)):
-        z = np.fft.irfft2(spectrum_power, (2 * h, 2 * w)) * norm
+        # Rows h.. hold the negative shifts, each the twin of a positive one: only the first h are read.
+        z = np.fft.irfft2(spectrum_power, (2 * h, 2 * w))[:h] * norm
         z[excluded] = -np.inf
         flat = z.ravel()
         top = np.argpartition(flat, -400)[-400:]
@@ -161,13 +168,14 @@ def candidate_shifts(residual: np.ndarray) -> list[tuple[int, int]]:
 
 @functools.lru_cache(maxsize=4)
 def _shift_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """For the (2h, 2w) correlation of an h x w residual: each cell's shift (dy column, dx row),
-    1 / sqrt(its overlap in pixels), and whether it is excluded (too short, too little overlap,
-    or the negative of another). The same for every photo of a size: cached."""
-    dy = np.fft.fftfreq(2 * h, 1 / (2 * h)).round().astype(np.int64)[:, None]
+    """For the first h rows (shifts dy = 0..h-1) of the (2h, 2w) correlation of an h x w residual:
+    each cell's shift (dy column, dx row), 1 / sqrt(its overlap in pixels), and whether it is
+    excluded (too short, too little overlap, or the negative of another: dy == 0 and dx < 0).
+    The same for every photo of a size: cached."""
+    dy = np.arange(h, dtype=np.int64)[:, None]
     dx = np.fft.fftfreq(2 * w, 1 / (2 * w)).round().astype(np.int64)[None, :]
-    overlap = (h - np.abs(dy)).clip(0) * (w - np.abs(dx)).clip(0)
-    excluded = (overlap < MIN_OVERLAP) | (dy * dy + dx * dx < MIN_SHIFT * MIN_SHIFT) | (dy < 0) | ((dy == 0) & (dx < 0))
+    overlap = (h - dy) * (w - np.abs(dx)).clip(0)
+    excluded = (overlap < MIN_OVERLAP) | (dy * dy + dx * dx < MIN_SHIFT * MIN_SHIFT) | ((dy == 0) & (dx < 0))
     norm = (1.0 / np.sqrt(np.maximum(overlap, 1))).astype(np.float32)
     for array in (dy, dx, norm, excluded):
         array.flags.writeable = False
@@ -207,7 +215,27 @@ def _copy_region(residual: np.ndarray, local_energy: np.ndarray, shift: tuple[in
                    for oy, ox in APERTURE_OFFSETS], axis=0)
     marked[crop[0]:crop[1], crop[2]:crop[3]] &= inside - side >= APERTURE_MARGIN
     marked &= _box(marked.astype(np.float64)) >= COMPACT * WINDOW * WINDOW
-    return marked, float(np.median(local[marked])) if marked.any() else 0.0
+    if not marked.any():
+        return marked, 0.0
+    correlation = float(np.median(local[marked]))
+    # A periodic texture (tiles, a facade's windows, a border pattern) repeats at every multiple
+    # of its period, a copy at its one shift: the same pixels compared at -shift and 2 x shift
+    # correlate as well as at the shift in a texture, hardly at all around a copy.
+    ys, xs = np.nonzero(marked)
+    crop = (max(0, ys.min() - WINDOW), min(h, ys.max() + WINDOW + 1), max(0, xs.min() - WINDOW), min(w, xs.max() + WINDOW + 1))
+    inside = marked[crop[0]:crop[1], crop[2]:crop[3]]
+    rows = np.arange(crop[0], crop[1])[:, None]
+    cols = np.arange(crop[2], crop[3])[None, :]
+    for factor in (-1, 2):
+        dy, dx = factor * shift[0], factor * shift[1]
+        # only where p + factor x shift is inside the photo: outside, a window has nothing to compare
+        there = inside & (rows + dy >= 0) & (rows + dy < h) & (cols + dx >= 0) & (cols + dx < w)
+        if np.count_nonzero(there) < max(16, np.count_nonzero(inside) // 4):
+            continue
+        other = _local_correlation(residual, local_energy, (dy, dx), crop, floor)
+        if float(np.median(other[there])) >= PERIODIC_RATIO * correlation:
+            return np.zeros_like(marked), 0.0
+    return marked, correlation
 
 
 def _any_block_repeats(residual: np.ndarray, shift: tuple[int, int], floor: float) -> bool:
@@ -277,7 +305,7 @@ def _residual(luma: np.ndarray) -> np.ndarray:
     blurred = sum(t * rows[:, i:i + w] for i, t in enumerate(taps))
     residual = luma - blurred
     spread = CLIP_SIGMAS * 1.4826 * float(np.median(np.abs(residual - np.median(residual)))) + 1e-6
-    return np.clip(residual, -spread, spread)
+    return np.clip(residual, -spread, spread).astype(np.float32)  # float32: half the memory traffic of the products
 
 
 def _box(values: np.ndarray) -> np.ndarray:
