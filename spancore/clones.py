@@ -102,11 +102,14 @@ class CloneResult:
 def find_clones(rgb: np.ndarray) -> CloneResult:
     """Translated copies in a uint8 RGB photo [H, W, 3] (module docstring)."""
     height, width = rgb.shape[:2]
-    luma = _luma(rgb)
     scale = max(1, math.ceil(math.sqrt(height * width / MAX_PIXELS)))
     if scale > 1:
+        # Bin the uint8 pixels first: a float copy of a 50 MP photo would be 1.2 GB per image in flight.
         h, w = height // scale * scale, width // scale * scale
-        luma = luma[:h, :w].reshape(h // scale, scale, w // scale, scale).mean((1, 3))
+        bins = np.asarray(rgb)[:h, :w].reshape(h // scale, scale, w // scale, scale, 3).sum(axis=(1, 3), dtype=np.uint32)
+        luma = _luma(bins) / (scale * scale)
+    else:
+        luma = _luma(rgb)
     residual = _residual(luma)
     energy = float(np.mean(residual * residual))
     result = CloneResult(mask=np.zeros((height, width), bool), scale=scale)
@@ -143,14 +146,25 @@ def candidate_shifts(residual: np.ndarray) -> list[tuple[int, int]]:
     by its local mean over neighbouring frequencies, clipped, flattens the peaks and keeps the
     copy. Each list finds copies the other misses, so both are examined."""
     h, w = residual.shape
-    spectrum = np.fft.rfft2(residual.astype(np.float32), (2 * h, 2 * w))  # zero padding: linear correlation
-    power = spectrum.real ** 2 + spectrum.imag ** 2
-    whitened = np.minimum(power / (_spectral_mean(power) + 1e-12), WHITEN_CLIP)
+    # Arrays here are 4x the working photo (zero padding: linear, not circular, correlation), so
+    # they are made in place and let go early: several searches may be in flight at once.
+    spectrum = np.fft.rfft2(residual.astype(np.float32), (2 * h, 2 * w))
+    power = np.square(spectrum.real)
+    power += np.square(spectrum.imag)
+    del spectrum
+    whitened = _spectral_mean(power)
+    whitened += 1e-12
+    np.divide(power, whitened, out=whitened)
+    np.minimum(whitened, WHITEN_CLIP, out=whitened)
     dy, dx, norm, excluded = _shift_grid(h, w)
     chosen: list[tuple[int, int]] = []
-    for spectrum_power, count in ((power, CANDIDATES), (whitened, WHITENED_CANDIDATES)):
+    for which, count in (("plain", CANDIDATES), ("whitened", WHITENED_CANDIDATES)):
+        spectrum_power = power if which == "plain" else whitened
         # Rows h.. hold the negative shifts, each the twin of a positive one: only the first h are read.
         z = np.fft.irfft2(spectrum_power, (2 * h, 2 * w))[:h] * norm
+        del spectrum_power
+        if which == "plain":
+            del power
         z[excluded] = -np.inf
         flat = z.ravel()
         top = np.argpartition(flat, -400)[-400:]
@@ -186,8 +200,9 @@ def _spectral_mean(power: np.ndarray) -> np.ndarray:
     """Mean of the power over (2 WHITEN_BINS + 1)^2 neighbouring frequencies (rows wrap: the
     full FFT axis; columns are rfft's half axis, reflected at its ends)."""
     k = WHITEN_BINS
-    padded = np.pad(np.pad(power, ((k, k), (0, 0)), mode="wrap"), ((0, 0), (k, k)), mode="reflect")
-    sums = np.pad(padded, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+    sums = np.pad(np.pad(np.pad(power, ((k, k), (0, 0)), mode="wrap"), ((0, 0), (k, k)), mode="reflect"), ((1, 0), (1, 0)))
+    np.cumsum(sums, axis=0, out=sums)
+    np.cumsum(sums, axis=1, out=sums)
     n = 2 * k + 1
     h, w = power.shape
     return (sums[n:n + h, n:n + w] - sums[:h, n:n + w] - sums[n:n + h, :w] + sums[:h, :w]) / (n * n)
