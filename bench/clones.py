@@ -26,7 +26,6 @@ Needs the train extra (the synthesis; OpenCV).
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import time
@@ -36,18 +35,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from bench.copy_move_evidence import UNTOUCHED, saved
 from spancore.clones import find_clones, fold_in
 from spancore.scoring import image_score, roc_auc
 
-UNTOUCHED = ("cameras", "urban100", "sun-hays80", "bsds500/val")
 FRAMES = ("bsds", "camera-native", "camera-resized")
-
-
-def saved(rgb: np.ndarray, quality: int | None) -> np.ndarray:
-    """The photo saved as PNG (quality None) or JPEG, decoded again."""
-    out = io.BytesIO()
-    Image.fromarray(rgb).save(out, "PNG") if quality is None else Image.fromarray(rgb).save(out, "JPEG", quality=quality)
-    return np.asarray(Image.open(io.BytesIO(out.getvalue())).convert("RGB"))
 
 
 def _frame(rng, bsds, cameras) -> tuple[str, np.ndarray, np.ndarray | None]:
@@ -111,7 +103,7 @@ def make_pairs(count: int, seed: int, cache: Path | None = None):
         forgery, truth = made[0], np.asarray(made[1]) >= 0.5
         quality = None if rng.random() < 0.5 else int(rng.integers(70, 101))
         meta = {"pair": index, "frame": source, "edit": edit, "quality": quality, "truth_fraction": float(truth.mean())}
-        forgery, original = saved(forgery, quality), saved(image, quality)
+        forgery, original = saved(forgery, quality)[1], saved(image, quality)[1]  # as decoded again
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             np.savez_compressed(path, meta=json.dumps(meta), forgery=forgery, original=original, truth=truth)

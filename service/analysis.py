@@ -124,22 +124,29 @@ async def _analyze_async(
     del data
     started = time.perf_counter()
     engine_timings: dict = {}
-    clones = None
-    if settings.clones:  # the clone search runs beside the model, in the same place in the queue
-        rgb = decoded.rgb
-
-        def search() -> tuple[CloneResult, float]:
-            began = time.perf_counter()
-            return find_clones(rgb), _ms(began)
-
-        heatmap, (clones, clone_ms) = await engine.submit_beside(decoded.rgb, search, wait=wait, timings=engine_timings)
+    heatmap, clones, clone_ms = await submit_served(engine, decoded.rgb, settings, wait=wait, timings=engine_timings)
+    if clone_ms is not None:
         timings["clones"] = clone_ms  # its own time, spent beside the inference's
-    else:
-        heatmap = await engine.submit(decoded.rgb, wait=wait, timings=engine_timings)
     queue_wait = engine_timings.get("queue_wait", 0.0)
     timings["queue_wait"] = queue_wait
     timings["inference"] = round(_ms(started) - queue_wait, 2)
     return await asyncio.to_thread(_finish, decoded, heatmap, engine, settings, timings, keep_photo, clones)
+
+
+async def submit_served(engine: Engine, rgb: np.ndarray, settings: Settings, *, wait: bool = False,
+                        timings: dict | None = None) -> tuple[np.ndarray, CloneResult | None, float | None]:
+    """(heatmap, clones, the search's milliseconds): the model through the engine's queue and,
+    where SPAN_CLONES is on, the clone search beside it under the same place in the queue
+    (Engine.submit_beside); (heatmap, None, None) where it is off. served_prediction folds them."""
+    if not settings.clones:
+        return await engine.submit(rgb, wait=wait, timings=timings), None, None
+
+    def search() -> tuple[CloneResult, float]:
+        began = time.perf_counter()
+        return find_clones(rgb), _ms(began)
+
+    heatmap, (found, milliseconds) = await engine.submit_beside(rgb, search, wait=wait, timings=timings)
+    return heatmap, found, milliseconds
 
 
 async def decode_async(data: bytes, settings: Settings, decode_slots: asyncio.Semaphore | None) -> DecodedImage:

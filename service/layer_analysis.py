@@ -22,8 +22,8 @@ import numpy as np
 
 from service import telemetry
 from service.admission import PixelBudget
-from service.analysis import decode_async, served_prediction
-from spancore.clones import CloneResult, find_clones
+from service.analysis import decode_async, served_prediction, submit_served
+from spancore.clones import CloneResult
 from spancore.scoring import tampered_fraction
 from service.decode import DecodedImage, declared_pixels
 from service.engine import Engine, EngineError, EngineStopped, InferenceTimeout, Overloaded
@@ -120,12 +120,8 @@ async def _analyze(data: bytes, names: tuple[str, ...], engine: Engine, settings
         if MODEL_LAYER not in names:
             return None
         model_started = time.perf_counter()
-        found = None
         try:
-            if settings.clones:  # beside the model, under its place in the queue, as on /v1/localize
-                heatmap, found = await engine.submit_beside(decoded.rgb, lambda: find_clones(decoded.rgb))
-            else:
-                heatmap = await engine.submit(decoded.rgb)
+            heatmap, found, _ = await submit_served(engine, decoded.rgb, settings)  # as on /v1/localize
         except (Overloaded, EngineStopped, InferenceTimeout):
             raise  # the server's condition, not this file's: the request's error, as on /v1/localize
         except EngineError as error:

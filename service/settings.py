@@ -146,7 +146,7 @@ class Settings(BaseSettings):
         True, description="Look for parts of the photo copied onto itself by a plain shift (spancore.clones: the "
         "noise residual's self-correlation) and add what is found to the map and the image score. A copy-move "
         "carries its host's own history, so the model alone scores it like the untouched photo. Costs about "
-        "0.2-0.5 s of CPU per megapixel (bench.clones)."
+        "0.4 s of one core for a 1024x768 photo, beside the model; photos above 2 MP are binned to 2 MP first."
     )
 
     # --- connections (slow and idle clients) ------------------------------------------------

@@ -223,8 +223,7 @@ def _copy_region(residual: np.ndarray, local_energy: np.ndarray, shift: tuple[in
     # least half that many at it already: most candidates stop here, before the costlier checks.
     if np.count_nonzero(local >= MIN_CLONE_CORRELATION) < min_area / 2:
         return np.zeros_like(marked), 0.0
-    ys, xs = np.nonzero(marked)
-    crop = (max(0, ys.min() - WINDOW), min(h, ys.max() + WINDOW + 1), max(0, xs.min() - WINDOW), min(w, xs.max() + WINDOW + 1))
+    crop = _around(marked)
     inside = local[crop[0]:crop[1], crop[2]:crop[3]]
     side = np.max([_local_correlation(residual, local_energy, (shift[0] + oy, shift[1] + ox), crop, floor)
                    for oy, ox in APERTURE_OFFSETS], axis=0)
@@ -236,18 +235,18 @@ def _copy_region(residual: np.ndarray, local_energy: np.ndarray, shift: tuple[in
     # A periodic texture (tiles, a facade's windows, a border pattern) repeats at every multiple
     # of its period, a copy at its one shift: the same pixels compared at -shift and 2 x shift
     # correlate as well as at the shift in a texture, hardly at all around a copy.
-    ys, xs = np.nonzero(marked)
-    crop = (max(0, ys.min() - WINDOW), min(h, ys.max() + WINDOW + 1), max(0, xs.min() - WINDOW), min(w, xs.max() + WINDOW + 1))
+    crop = _around(marked)
     inside = marked[crop[0]:crop[1], crop[2]:crop[3]]
-    rows = np.arange(crop[0], crop[1])[:, None]
-    cols = np.arange(crop[2], crop[3])[None, :]
     for factor in (-1, 2):
-        dy, dx = factor * shift[0], factor * shift[1]
+        other_shift = (factor * shift[0], factor * shift[1])
         # only where p + factor x shift is inside the photo: outside, a window has nothing to compare
-        there = inside & (rows + dy >= 0) & (rows + dy < h) & (cols + dx >= 0) & (cols + dx < w)
+        y0, y1, x0, x1 = _overlap(residual.shape, other_shift, crop)
+        there = np.zeros_like(inside)
+        if y1 > y0 and x1 > x0:
+            there[y0 - crop[0]:y1 - crop[0], x0 - crop[2]:x1 - crop[2]] = inside[y0 - crop[0]:y1 - crop[0], x0 - crop[2]:x1 - crop[2]]
         if np.count_nonzero(there) < max(16, np.count_nonzero(inside) // 4):
             continue
-        other = _local_correlation(residual, local_energy, (dy, dx), crop, floor)
+        other = _local_correlation(residual, local_energy, other_shift, crop, floor)
         if float(np.median(other[there])) >= PERIODIC_RATIO * correlation:
             return np.zeros_like(marked), 0.0
     return marked, correlation
@@ -257,9 +256,8 @@ def _any_block_repeats(residual: np.ndarray, shift: tuple[int, int], floor: floa
     """A cheap first look: does any textured BLOCK x BLOCK block of the overlap correlate with
     its shifted twin at BLOCK_SCREEN or more? A clone of MIN_AREA pixels holds whole blocks
     that do; most candidates hold none and skip the per-pixel windows."""
-    h, w = residual.shape
     dy, dx = shift
-    y0, y1, x0, x1 = max(0, -dy), min(h, h - dy), max(0, -dx), min(w, w - dx)
+    y0, y1, x0, x1 = _overlap(residual.shape, shift)
     rows, cols = (y1 - y0) // BLOCK, (x1 - x0) // BLOCK
     if rows < 1 or cols < 1:
         return False
@@ -280,11 +278,10 @@ def _local_correlation(residual: np.ndarray, local_energy: np.ndarray, shift: tu
     """ZNCC of the WINDOW x WINDOW residual windows at p and at p + shift, for p in the crop
     (y0, y1, x0, x1); 0 where p + shift leaves the photo or either window is flatter than
     `floor` (summed energy)."""
-    h, w = residual.shape
     dy, dx = shift
     top, bottom, left, right = crop
     out = np.zeros((bottom - top, right - left))
-    y0, y1, x0, x1 = max(top, -dy), min(bottom, h - dy), max(left, -dx), min(right, w - dx)
+    y0, y1, x0, x1 = _overlap(residual.shape, shift, crop)
     if y1 <= y0 or x1 <= x0:
         return out
     ab = _box(residual[y0:y1, x0:x1] * residual[y0 + dy:y1 + dy, x0 + dx:x1 + dx])
@@ -297,11 +294,29 @@ def _local_correlation(residual: np.ndarray, local_energy: np.ndarray, shift: tu
 
 def _moved(mask: np.ndarray, shift: tuple[int, int]) -> np.ndarray:
     """mask moved by shift: out[p + shift] = mask[p]."""
-    h, w = mask.shape
     dy, dx = shift
+    y0, y1, x0, x1 = _overlap(mask.shape, shift)
     out = np.zeros_like(mask)
-    out[max(0, dy):min(h, h + dy), max(0, dx):min(w, w + dx)] = mask[max(0, -dy):min(h, h - dy), max(0, -dx):min(w, w - dx)]
+    out[y0 + dy:y1 + dy, x0 + dx:x1 + dx] = mask[y0:y1, x0:x1]
     return out
+
+
+def _overlap(shape: tuple[int, int], shift: tuple[int, int],
+             crop: tuple[int, int, int, int] | None = None) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1): the pixels p of the crop (y0, y1, x0, x1; the whole photo by default)
+    whose p + shift is inside the photo too; empty (y1 <= y0 or x1 <= x0) when there are none."""
+    h, w = shape
+    dy, dx = shift
+    top, bottom, left, right = (0, h, 0, w) if crop is None else crop
+    return max(top, -dy), min(bottom, h - dy), max(left, -dx), min(right, w - dx)
+
+
+def _around(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """The bounding box of a non-empty mask grown by WINDOW on each side (within the photo): the
+    crop whose windows see every marked pixel's whole window."""
+    h, w = mask.shape
+    ys, xs = np.nonzero(mask)
+    return max(0, ys.min() - WINDOW), min(h, ys.max() + WINDOW + 1), max(0, xs.min() - WINDOW), min(w, xs.max() + WINDOW + 1)
 
 
 def _luma(rgb: np.ndarray) -> np.ndarray:

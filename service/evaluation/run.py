@@ -73,8 +73,8 @@ def evaluate_rows(
                 started = time.perf_counter()
                 predicted = predict(rgb)
                 result.seconds[name] = time.perf_counter() - started
-                own_score = predicted.score if isinstance(predicted, Scored) else None
-                heatmap = np.asarray(predicted.heatmap if isinstance(predicted, Scored) else predicted, dtype=np.float32)
+                heatmap, own_score = predicted if isinstance(predicted, Scored) else (predicted, None)
+                heatmap = np.asarray(heatmap, dtype=np.float32)
                 if heatmap.shape != (height, width):
                     raise RowError(f"{name} returned a {heatmap.shape} map for a {(height, width)} image")
                 if not np.isfinite(heatmap).all():

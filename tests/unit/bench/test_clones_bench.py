@@ -23,7 +23,7 @@ def test_a_translated_copy_changes_only_its_region_and_is_found():
         ys, xs = np.nonzero(truth)
         grown[max(0, ys.min() - 8):ys.max() + 9, max(0, xs.min() - 8):xs.max() + 9] = True
         assert not changed[~grown].any()  # ...and nothing outside it (a feathered edge at most)
-        result = find_clones(saved(forgery, None))  # PNG: lossless
+        result = find_clones(saved(forgery, None)[1])  # PNG, decoded again: lossless
         assert result.found and result.mask[truth].mean() > 0.5
 
 
