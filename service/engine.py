@@ -178,14 +178,16 @@ class Engine:
         return self._admitted < self.settings.queue_size
 
     def warm_up(self) -> float:
-        """One inference at the working size, so the first request does not pay for allocation."""
+        """Inferences at the working size (settings.warmup_runs), so the first request does not pay
+        for allocation."""
         side = int(min(512, math.sqrt(self.settings.max_working_pixels)))
-        rng = np.random.default_rng(0)
+        photo = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
         started = time.perf_counter()
-        self.predict(rng.integers(0, 256, (side, side, 3), dtype=np.uint8))
+        for _ in range(self.settings.warmup_runs):
+            self.predict(photo)
         self.warmed = True
         seconds = time.perf_counter() - started
-        log.info("warm-up on %s: %.2f s", self.provider, seconds)
+        log.info("warm-up on %s: %d inferences, %.2f s", self.provider, self.settings.warmup_runs, seconds)
         return seconds
 
     # ------------------------------------------------------------------ inference

@@ -46,7 +46,12 @@ class Settings(BaseSettings):
         "~1.6x faster on CPU) or 'fp32' (span.onnx). 'auto': int8 on the CPU provider when the manifest "
         "records int8 and fp32 scores on a benchmark with a pixel-AUC drop below 0.01, else fp32.",
     )
-    warmup: bool = Field(True, description="Run one inference before reporting ready.")
+    warmup: bool = Field(True, description="Run warm-up inferences before reporting ready.")
+    warmup_runs: int = Field(
+        1, ge=1, le=1000,
+        description="How many warm-up inferences run before ready. The first pays for ORT's allocations; "
+        "more let the allocator and the CPU's caches settle before an orchestrator routes traffic.",
+    )
 
     # --- input limits ------------------------------------------------------------------
     max_upload_bytes: int = Field(

@@ -284,10 +284,13 @@ def test_metrics_count_what_happened(api):
 
 # ------------------------------------------------------------------ overload and shutdown (own server)
 def test_warm_up_then_full_queue_503_then_sigterm_drains():
-    env = {"SPAN_QUEUE_SIZE": "1", "SPAN_DRAIN_DELAY_S": "2", "SPAN_MAX_WORKING_PIXELS": str(256 * 256)}
+    # 20 warm-up inferences (~3 s here) keep the server warming while the test asks; with one, a fast
+    # CI host finished warming between the test's first two requests (stop 30's CI failure).
+    env = {"SPAN_QUEUE_SIZE": "1", "SPAN_DRAIN_DELAY_S": "2", "SPAN_MAX_WORKING_PIXELS": str(256 * 256),
+           "SPAN_WARMUP_RUNS": "20"}
     photo = (EXIF_SAMPLES / "jpg" / "exif-org" / "fujifilm-dx10.jpg").read_bytes()
     with running_server(env, wait_for="/health/live") as server, httpx.Client(base_url=server.url, timeout=TIMEOUT) as client:
-        # Live at once; ready only after the warm-up inference, and no image work before that.
+        # Live at once; ready only after the warm-up inferences, and no image work before that.
         warming = client.get("/health/ready")
         _error(warming, 503, "not_ready")
         assert "warm" in warming.json()["error"]["message"]
@@ -314,3 +317,4 @@ def test_warm_up_then_full_queue_503_then_sigterm_drains():
         assert server.process.wait(60) is not None
     log = server.log()
     assert "draining" in log and "Application shutdown complete" in log
+    assert ": 20 inferences," in log

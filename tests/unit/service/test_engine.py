@@ -290,6 +290,19 @@ def test_unavailable_provider_falls_back_to_cpu_and_is_not_ready(probe_dir):
         engine.close(5)
 
 
+def test_warm_up_runs_the_configured_number_of_inferences_at_the_working_size(probe_dir, monkeypatch):
+    engine = _engine(probe_dir, warmup_runs=3, max_working_pixels=128 * 128)
+    shapes: list[tuple[int, ...]] = []
+    real_predict = engine.predict
+    monkeypatch.setattr(engine, "predict", lambda rgb: shapes.append(rgb.shape) or real_predict(rgb))
+    try:
+        assert not engine.warmed
+        engine.warm_up()
+        assert engine.warmed and shapes == [(128, 128, 3)] * 3
+    finally:
+        engine.close(5)
+
+
 def test_gpu_providers_are_not_requested_without_an_nvidia_driver(probe_dir, monkeypatch):
     """onnxruntime-gpu lists CUDA as available everywhere; asking for it on a CPU host only
     makes ORT print a library-loading error at every start."""
