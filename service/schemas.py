@@ -87,7 +87,7 @@ class LocalizeResult(BaseModel):
                 "image_threshold": 0.45,
                 "width": 1024,
                 "height": 768,
-                "clones": {"found": True, "version": "residual-shift-v1", "scale": 1,
+                "clones": {"found": True, "version": "residual-shift-v2", "scale": 1,
                            "clones": [{"shift": [211, -10], "area_fraction": 0.0127, "correlation": 1.0}]},
                 "heatmap_png_base64": "iVBORw0KGgoAAAANSUhEUgAABAAAAAMACAAAAAB...",
                 "model": {"name": "span", "version": "0.1.0", "sha256": "9f2c...", "trained": False},

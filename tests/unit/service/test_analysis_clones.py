@@ -11,6 +11,7 @@ from PIL import Image
 
 from service.analysis import analyze_bytes
 from service.settings import REPO_ROOT, Settings
+from spancore.clones import CLONES_VERSION
 from spancore.weights import load_manifest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "spancore"))
@@ -51,7 +52,7 @@ def test_a_clone_is_in_the_answer_the_map_and_the_score():
 
 def test_an_untouched_photo_keeps_the_model_answer():
     analysis = analyze_bytes(_png(_photo()), FlatEngine(), Settings(warmup=False))
-    assert analysis.clones == {"found": False, "version": "residual-shift-v1", "scale": 1, "clones": []}
+    assert analysis.clones == {"found": False, "version": CLONES_VERSION, "scale": 1, "clones": []}
     assert analysis.score == pytest.approx(0.2) and np.allclose(analysis.heatmap, 0.2)
 
 
