@@ -135,3 +135,40 @@ def test_fold_in_without_a_clone_is_the_model_alone():
     heatmap = np.random.default_rng(0).random((6, 6)).astype(np.float32)
     folded, score = fold_in(heatmap, 0.42, CloneResult(mask=np.zeros((6, 6), bool)))
     assert folded is heatmap and score == 0.42
+
+
+def test_exact_repeats_give_a_lossless_copys_shift_and_nothing_on_the_untouched_photo():
+    forged, _, _ = _with_copy(_photo(seed=6), box=(20, 20, 30, 30), shift=(105, 140))
+    everywhere = np.ones(forged.shape[:2], bool)
+    assert clones.exact_repeat_shifts(forged, everywhere)[0] == (105, 140)
+    assert clones.exact_repeat_shifts(_photo(seed=6), everywhere) == []
+    # blocks whose centre is not textured are left out: with none textured, nothing repeats
+    assert clones.exact_repeat_shifts(forged, np.zeros_like(everywhere)) == []
+
+
+def test_a_copy_the_correlation_peak_misses_is_found_through_its_exact_repeats(monkeypatch):
+    """The exact-repeat candidates stand on their own: with the photo-wide correlation's list
+    emptied, a lossless copy is still found, with its shift and both regions."""
+    monkeypatch.setattr(clones, "candidate_shifts", lambda residual: [])
+    forged, source, target = _with_copy(_photo(seed=7))
+    result = find_clones(forged)
+    assert result.found and result.clones[0].shift == (110, 150)
+    assert result.mask[source].mean() > 0.9 and result.mask[target].mean() > 0.9
+    assert not find_clones(_photo(seed=7)).found
+
+
+def test_a_tiled_pattern_repeats_too_often_to_be_an_exact_candidate():
+    """Identical tiles (a rendered pattern) share one block value many times: not a copy."""
+    rng = np.random.default_rng(8)
+    tile = rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)
+    tiled = np.tile(tile, (12, 16, 1))
+    assert clones.exact_repeat_shifts(tiled, np.ones(tiled.shape[:2], bool)) == []
+
+
+@pytest.mark.parametrize("scale", [2, 3, 5])
+def test_binning_sums_whole_bins_and_drops_the_ragged_edge(scale):
+    rgb = np.random.default_rng(scale).integers(0, 256, (61, 47, 3), dtype=np.uint8)
+    h, w = 61 // scale * scale, 47 // scale * scale
+    expected = rgb[:h, :w].astype(np.uint32).reshape(h // scale, scale, w // scale, scale, 3).sum(axis=(1, 3))
+    binned = clones._binned(rgb, scale)
+    assert binned.dtype == np.uint32 and np.array_equal(binned, expected)
