@@ -151,7 +151,8 @@ class Settings(BaseSettings):
         True, description="Look for parts of the photo copied onto itself by a plain shift (spancore.clones: the "
         "noise residual's self-correlation) and add what is found to the map and the image score. A copy-move "
         "carries its host's own history, so the model alone scores it like the untouched photo. Costs about "
-        "0.4 s of one core for a 1024x768 photo, beside the model; photos above 2 MP are binned to 2 MP first."
+        "0.4-0.55 s of one core for a 1024x768 photo (up to ~1.3 s for one full of repeated structure), beside the "
+        "model; photos above 2 MP are binned to 2 MP first."
     )
 
     # --- connections (slow and idle clients) ------------------------------------------------

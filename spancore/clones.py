@@ -44,6 +44,7 @@ numpy only: the service's default path runs it on every photo.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -163,8 +164,7 @@ def find_clones(rgb: np.ndarray) -> CloneResult:
         return result
     small_mask = np.zeros(fine.residual.shape, bool)
     shifts = candidate_shifts(fine.residual)
-    shifts += [shift for shift in exact_repeat_shifts(pixels, fine.local_energy > fine.floor)
-               if all(abs(shift[0] - y) > 2 or abs(shift[1] - x) > 2 for y, x in shifts)]
+    shifts += [shift for shift in exact_repeat_shifts(pixels, fine.local_energy > fine.floor) if _distinct(shift, shifts)]
     for shift in shifts:
         # The fine band first (a lossless copy repeats its noise exactly); the coarse band for
         # what a re-compression left of a copy's texture when the fine one no longer repeats.
@@ -233,7 +233,7 @@ def candidate_shifts(residual: np.ndarray) -> list[tuple[int, int]]:
                 break
             row, col = divmod(int(index), wide)
             shift = (int(dy[row, 0]), int(dx[0, col]))
-            if all(abs(shift[0] - y) > 2 or abs(shift[1] - x) > 2 for y, x in chosen):
+            if _distinct(shift, chosen):
                 chosen.append(shift)
                 added += 1
     return chosen
@@ -290,6 +290,11 @@ def exact_repeat_shifts(pixels: np.ndarray, textured: np.ndarray) -> list[tuple[
     shifts, votes = np.unique(np.stack([dy[long_enough], dx[long_enough]], axis=1), axis=0, return_counts=True)
     best = np.argsort(votes, kind="stable")[::-1][:EXACT_CANDIDATES]
     return [(int(shifts[i][0]), int(shifts[i][1])) for i in best if votes[i] >= EXACT_MIN_BLOCKS]
+
+
+def _distinct(shift: tuple[int, int], chosen: list[tuple[int, int]]) -> bool:
+    """Is the shift more than 2 px from every chosen one (in dy or dx)?"""
+    return all(abs(shift[0] - y) > 2 or abs(shift[1] - x) > 2 for y, x in chosen)
 
 
 def _fast_length(n: int) -> int:
@@ -413,11 +418,10 @@ def _blocks_repeat(band: _Band, shift: tuple[int, int]) -> bool:
             keep &= at_shift - _gathered_correlation(band.residual, tops, lefts, (shift[0] + oy, shift[1] + ox)) >= APERTURE_MARGIN
         # A facade in perspective repeats at a period that drifts across the photo: the twin at
         # -shift or 2 x shift is looked for within PERIODIC_SLACK px of it.
-        for factor in (-1, 2):
-            for oy in range(-PERIODIC_SLACK, PERIODIC_SLACK + 1, PERIODIC_SLACK):
-                for ox in range(-PERIODIC_SLACK, PERIODIC_SLACK + 1, PERIODIC_SLACK):
-                    other = _gathered_correlation(band.residual, tops, lefts, (factor * shift[0] + oy, factor * shift[1] + ox))
-                    keep &= other < PERIODIC_RATIO * at_shift
+        slack = (-PERIODIC_SLACK, 0, PERIODIC_SLACK)
+        for factor, oy, ox in itertools.product((-1, 2), slack, slack):
+            other = _gathered_correlation(band.residual, tops, lefts, (factor * shift[0] + oy, factor * shift[1] + ox))
+            keep &= other < PERIODIC_RATIO * at_shift
         return int(np.count_nonzero(keep)) >= band.min_blocks
     return rows_at.size >= band.min_blocks
 
